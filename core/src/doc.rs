@@ -1,0 +1,1 @@
+//! Typed coaching documents over Automerge: creating, editing, reading, conflicts and history.

@@ -1,0 +1,1 @@
+//! The device-facing repository: typed edits made durable in the local store.

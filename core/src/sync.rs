@@ -1,0 +1,1 @@
+//! The sans-IO automerge-repo sync engine: events in, effects out.

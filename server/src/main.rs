@@ -1,0 +1,2 @@
+//! `tandem-server`: the relay's command line.
+fn main() {}
