@@ -1,0 +1,60 @@
+//! The relay's storage seam: one small trait, implemented over SQLite (the embedded default).
+//!
+//! The relay writes through [`RelayStore::append_changes`] in batches: every change a sync message
+//! brought is committed in one transaction before anything that reflects it is sent, and changes
+//! arriving from many peers at once share that transaction (group commit).
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use tandem_core::DocumentId;
+
+use crate::error::Result;
+
+/// Bytes of Automerge changes for one document, to be committed.
+#[derive(Debug, Clone)]
+pub struct NewChanges {
+    pub document: DocumentId,
+    pub bytes: Vec<u8>,
+}
+
+/// One stored chunk of a document: a compacted snapshot or the changes of one commit.
+#[derive(Debug, Clone)]
+pub struct StoredChunk {
+    pub seq: i64,
+    pub is_snapshot: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// A sync state to remember for (document, peer storage id).
+#[derive(Debug, Clone)]
+pub struct SyncStateRecord {
+    pub document: DocumentId,
+    pub peer_storage_id: String,
+    pub state: Vec<u8>,
+}
+
+/// What the relay needs from its database. Calls block; the relay runs them off the async runtime.
+pub trait RelayStore: Send + Sync + 'static {
+    /// Every chunk of a document in commit order, or `None` if the relay has never seen it.
+    fn load_document(&self, document: DocumentId) -> Result<Option<Vec<StoredChunk>>>;
+
+    /// Commits all of `batch` in one transaction; returns only after the commit.
+    fn append_changes(&self, batch: &[NewChanges]) -> Result<()>;
+
+    /// Replaces the chunks up to and including `folded_up_to` by one snapshot, in one transaction.
+    /// Chunks appended after the snapshot was taken are kept.
+    fn compact(&self, document: DocumentId, snapshot: &[u8], folded_up_to: i64) -> Result<()>;
+
+    fn load_sync_state(
+        &self,
+        document: DocumentId,
+        peer_storage_id: &str,
+    ) -> Result<Option<Vec<u8>>>;
+
+    fn save_sync_states(&self, batch: &[SyncStateRecord]) -> Result<()>;
+
+    /// How many documents the relay holds.
+    fn document_count(&self) -> Result<u64>;
+}

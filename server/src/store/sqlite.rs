@@ -1,0 +1,262 @@
+//! [`RelayStore`] over one SQLite file, in WAL mode with `synchronous=FULL`: the relay's embedded
+//! default, needing no setup.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tandem_core::DocumentId;
+
+use super::{NewChanges, RelayStore, StoredChunk, SyncStateRecord};
+use crate::error::{Error, Result};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/001_documents.sql")];
+
+/// The relay's SQLite database. One connection behind a mutex: SQLite has one writer anyway, and
+/// batching (group commit) is what makes writes fast, not more connections.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::from_connection(Connection::open(path)?)
+    }
+
+    pub fn open_in_memory() -> Result<Self> {
+        Self::from_connection(Connection::open_in_memory()?)
+    }
+
+    fn from_connection(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done transaction behind: rusqlite
+        // rolls back an unfinished transaction when it is dropped, so the connection is usable.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let supported = MIGRATIONS.len() as i64;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > supported {
+        return Err(Error::SchemaTooNew { found, supported });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl RelayStore for SqliteStore {
+    fn load_document(&self, document: DocumentId) -> Result<Option<Vec<StoredChunk>>> {
+        let conn = self.conn();
+        let known = conn
+            .query_row(
+                "SELECT 1 FROM documents WHERE id = ?1",
+                [&document.as_bytes()[..]],
+                |_| Ok(()),
+            )
+            .optional()?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        let mut statement = conn.prepare_cached(
+            "SELECT seq, is_snapshot, bytes FROM chunks WHERE document = ?1 ORDER BY seq",
+        )?;
+        let chunks = statement
+            .query_map([&document.as_bytes()[..]], |row| {
+                Ok(StoredChunk {
+                    seq: row.get(0)?,
+                    is_snapshot: row.get(1)?,
+                    bytes: row.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(chunks))
+    }
+
+    fn append_changes(&self, batch: &[NewChanges]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let now = now_millis();
+            let mut add_document = tx.prepare_cached(
+                "INSERT INTO documents (id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?;
+            let mut add_chunk = tx.prepare_cached(
+                "INSERT INTO chunks (document, is_snapshot, bytes, created_at)
+                 VALUES (?1, 0, ?2, ?3)",
+            )?;
+            for changes in batch {
+                let id = &changes.document.as_bytes()[..];
+                add_document.execute(params![id, now])?;
+                add_chunk.execute(params![id, changes.bytes, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn compact(&self, document: DocumentId, snapshot: &[u8], folded_up_to: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id = &document.as_bytes()[..];
+        tx.execute(
+            "DELETE FROM chunks WHERE document = ?1 AND seq <= ?2",
+            params![id, folded_up_to],
+        )?;
+        // The snapshot takes the place of the chunks it folds, so it must sort before any chunk
+        // appended after it was taken: reuse the highest folded sequence number.
+        tx.execute(
+            "INSERT INTO chunks (seq, document, is_snapshot, bytes, created_at)
+             VALUES (?1, ?2, 1, ?3, ?4)",
+            params![folded_up_to, id, snapshot, now_millis()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_sync_state(
+        &self,
+        document: DocumentId,
+        peer_storage_id: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let conn = self.conn();
+        let state = conn
+            .query_row(
+                "SELECT state FROM sync_states WHERE document = ?1 AND peer_storage_id = ?2",
+                params![&document.as_bytes()[..], peer_storage_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(state)
+    }
+
+    fn save_sync_states(&self, batch: &[SyncStateRecord]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO sync_states (document, peer_storage_id, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (document, peer_storage_id) DO UPDATE SET state = excluded.state",
+            )?;
+            for record in batch {
+                upsert.execute(params![
+                    &record.document.as_bytes()[..],
+                    record.peer_storage_id,
+                    record.state
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn document_count(&self) -> Result<u64> {
+        let count: i64 = self
+            .conn()
+            .query_row("SELECT count(*) FROM documents", [], |row| row.get(0))?;
+        Ok(count as u64)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn changes(document: DocumentId, bytes: &[u8]) -> NewChanges {
+        NewChanges {
+            document,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn unknown_documents_are_none_and_appended_ones_load_in_order() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let (a, b) = (DocumentId::random(), DocumentId::random());
+        assert!(store.load_document(a).unwrap().is_none());
+        store
+            .append_changes(&[changes(a, b"one"), changes(b, b"other"), changes(a, b"two")])
+            .unwrap();
+        let loaded: Vec<_> = store
+            .load_document(a)
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|chunk| chunk.bytes)
+            .collect();
+        assert_eq!(loaded, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(store.document_count().unwrap(), 2);
+    }
+
+    #[test]
+    fn compaction_keeps_chunks_appended_after_the_snapshot_was_taken() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let doc = DocumentId::random();
+        store.append_changes(&[changes(doc, b"1"), changes(doc, b"2")]).unwrap();
+        let folded = store.load_document(doc).unwrap().unwrap().last().unwrap().seq;
+        store.append_changes(&[changes(doc, b"3")]).unwrap();
+        store.compact(doc, b"snapshot(1,2)", folded).unwrap();
+        let chunks = store.load_document(doc).unwrap().unwrap();
+        let bytes: Vec<_> = chunks.iter().map(|chunk| chunk.bytes.clone()).collect();
+        assert_eq!(bytes, vec![b"snapshot(1,2)".to_vec(), b"3".to_vec()]);
+        assert!(chunks[0].is_snapshot);
+    }
+
+    #[test]
+    fn sync_states_are_upserted_per_document_and_peer() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let doc = DocumentId::random();
+        store.append_changes(&[changes(doc, b"x")]).unwrap();
+        let record = |state: &[u8]| SyncStateRecord {
+            document: doc,
+            peer_storage_id: "peer-storage".into(),
+            state: state.to_vec(),
+        };
+        store.save_sync_states(&[record(b"first")]).unwrap();
+        store.save_sync_states(&[record(b"second")]).unwrap();
+        assert_eq!(
+            store.load_sync_state(doc, "peer-storage").unwrap().unwrap(),
+            b"second"
+        );
+        assert!(store.load_sync_state(doc, "someone-else").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_database_from_a_newer_release_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.sqlite");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let error = SqliteStore::open(&path).unwrap_err();
+        assert!(matches!(error, Error::SchemaTooNew { found: 99, .. }), "{error}");
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 99);
+    }
+}
