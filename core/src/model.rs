@@ -258,6 +258,14 @@ pub struct NewGoal {
     pub target_date: Option<NaiveDate>,
 }
 
+/// Input of "edit a goal": the fields to change; `None` leaves a field as it is.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct GoalEdit {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+}
+
 /// Input of "add a milestone".
 #[derive(Clone, PartialEq, Debug)]
 pub struct NewMilestone {
@@ -288,6 +296,23 @@ pub struct NewSession {
     pub action_items: Vec<NewActionItem>,
     pub goals_discussed: Vec<GoalId>,
     pub follow_up: Option<NaiveDate>,
+}
+
+/// Input of "create private notes".
+#[derive(Clone, PartialEq, Debug)]
+pub struct NewNotes {
+    pub coach: UserId,
+    pub mentee: UserId,
+    pub plan: PlanId,
+    pub text: String,
+}
+
+/// Input of "create a directory".
+#[derive(Clone, PartialEq, Debug)]
+pub struct NewDirectory {
+    pub program: String,
+    pub coach: UserId,
+    pub mentee: UserId,
 }
 
 /// Input of "add an action item".

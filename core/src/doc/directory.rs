@@ -1,0 +1,131 @@
+//! Directory documents: the list of documents belonging to one pairing, so that a new device
+//! can discover what to fetch.
+
+use automerge::transaction::Transactable;
+use automerge::{ObjType, ROOT};
+
+use super::codec::{ObjReader, child};
+use super::plan::non_blank;
+use super::{Document, EditContext};
+use crate::error::{Error, Result};
+use crate::ids::{DirectoryId, DocumentId, UserId};
+use crate::model::{Directory, DirectoryEntry, DocKind, NewDirectory};
+
+impl Document {
+    /// Creates an empty directory for a pairing.
+    pub fn create_directory(
+        id: DirectoryId,
+        ctx: &EditContext,
+        directory: NewDirectory,
+    ) -> Result<Document> {
+        let description = format!(
+            "created the directory of {} and {}",
+            directory.coach, directory.mentee
+        );
+        Self::create(
+            id.document_id(),
+            DocKind::Directory,
+            ctx,
+            description,
+            |tx| {
+                tx.put(ROOT, "program", directory.program.as_str())?;
+                tx.put(ROOT, "coach", directory.coach.as_str())?;
+                tx.put(ROOT, "mentee", directory.mentee.as_str())?;
+                tx.put_object(ROOT, "entries", ObjType::Map)?;
+                Ok(())
+            },
+        )
+    }
+
+    /// Reads the directory, entries by kind (plan, session, notes), then title, then id.
+    pub fn read_directory(&self) -> Result<Directory> {
+        self.expect_kind(DocKind::Directory)?;
+        let root = ObjReader::root(&self.doc);
+        let mut entries = match root.opt_object("entries", ObjType::Map)? {
+            None => Vec::new(),
+            Some(map) => map
+                .map_entries()?
+                .into_iter()
+                .map(|(key, entry)| {
+                    let document = DocumentId::parse(&key).map_err(|_| {
+                        Error::malformed(format!(
+                            "directory entry key {key:?} is not a document id"
+                        ))
+                    })?;
+                    let kind_text = entry.str("kind")?;
+                    let kind = DocKind::parse(&kind_text).ok_or_else(|| {
+                        Error::malformed(format!(
+                            "field {} has an unknown document kind {kind_text:?}",
+                            entry.path_of("kind")
+                        ))
+                    })?;
+                    Ok(DirectoryEntry {
+                        document,
+                        kind,
+                        title: entry.str_or_empty("title")?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        entries.sort_by(|a, b| {
+            let rank = |kind| DocKind::ALL.iter().position(|k| *k == kind);
+            (rank(a.kind), &a.title, a.document).cmp(&(rank(b.kind), &b.title, b.document))
+        });
+        Ok(Directory {
+            id: DirectoryId(self.id),
+            schema_version: root.u64("schemaVersion")?,
+            program: root.str_or_empty("program")?,
+            coach: UserId::new(root.str("coach")?),
+            mentee: UserId::new(root.str("mentee")?),
+            entries,
+        })
+    }
+
+    /// Lists a document in the directory, or updates its kind and title if it is listed.
+    pub fn add_directory_entry(&mut self, ctx: &EditContext, entry: DirectoryEntry) -> Result<()> {
+        self.expect_kind(DocKind::Directory)?;
+        let title = non_blank(&entry.title, "directory entry title")?;
+        let entries = child(&self.doc, &ROOT, "entries", ObjType::Map);
+        let key = entry.document.to_string();
+        let existing = entries
+            .as_ref()
+            .and_then(|entries| child(&self.doc, entries, &key, ObjType::Map));
+        let description = format!("listed {} {title:?}", entry.kind.as_str());
+        self.edit(ctx, description, |tx| {
+            let obj = match existing {
+                Some(obj) => obj,
+                None => {
+                    let entries = match entries {
+                        Some(entries) => entries,
+                        None => tx.put_object(ROOT, "entries", ObjType::Map)?,
+                    };
+                    tx.put_object(&entries, key.as_str(), ObjType::Map)?
+                }
+            };
+            tx.put(&obj, "kind", entry.kind.as_str())?;
+            tx.put(&obj, "title", title)?;
+            Ok(())
+        })
+    }
+
+    /// Removes a document from the directory; [`Error::NotFound`] if it is not listed.
+    pub fn remove_directory_entry(
+        &mut self,
+        ctx: &EditContext,
+        document: DocumentId,
+    ) -> Result<()> {
+        self.expect_kind(DocKind::Directory)?;
+        let key = document.to_string();
+        let entries = child(&self.doc, &ROOT, "entries", ObjType::Map)
+            .filter(|entries| child(&self.doc, entries, &key, ObjType::Map).is_some())
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "document {document} is not in directory {}",
+                    self.id
+                ))
+            })?;
+        self.edit(ctx, format!("unlisted document {document}"), |tx| {
+            Ok(tx.delete(&entries, key.as_str())?)
+        })
+    }
+}
