@@ -89,3 +89,86 @@ impl Document {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use crate::doc::testing::{coach, ctx, mentee, plan_doc};
+    use crate::ids::{DeviceId, UserId};
+    use crate::model::NewGoal;
+
+    #[test]
+    fn concurrent_target_dates_are_one_conflict_naming_both_authors() {
+        let mut doc = plan_doc();
+        let goal = doc
+            .add_goal(
+                &mentee(),
+                NewGoal {
+                    title: "Pass calculus".into(),
+                    description: String::new(),
+                    category: String::new(),
+                    target_date: None,
+                },
+            )
+            .unwrap();
+        let mut phone = doc.fork();
+        let mut laptop = doc.fork();
+        let may = NaiveDate::from_ymd_opt(2025, 5, 1).unwrap();
+        let june = NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
+        phone
+            .set_goal_target_date(&ctx("maya", 1, 10), &goal, Some(may))
+            .unwrap();
+        laptop
+            .set_goal_target_date(&ctx("carl", 2, 20), &goal, Some(june))
+            .unwrap();
+        phone.merge(&mut laptop).unwrap();
+
+        let conflicts = phone.conflicts().unwrap();
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        let conflict = &conflicts[0];
+        assert_eq!(conflict.path, ["goals", goal.as_str(), "targetDate"]);
+        let shown = phone.read_plan().unwrap().goals[0].target_date.unwrap();
+        assert_eq!(
+            conflict.values[0].value,
+            shown.to_string(),
+            "the winner comes first"
+        );
+
+        let mut values: Vec<_> = conflict
+            .values
+            .iter()
+            .map(|v| (v.value.clone(), v.author.clone(), v.device, v.at))
+            .collect();
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            values,
+            [
+                (
+                    "2025-05-01".to_owned(),
+                    Some(UserId::new("maya")),
+                    Some(DeviceId::from_bytes([1; 16])),
+                    Some(ctx("maya", 1, 10).at)
+                ),
+                (
+                    "2025-06-01".to_owned(),
+                    Some(UserId::new("carl")),
+                    Some(DeviceId::from_bytes([2; 16])),
+                    Some(ctx("carl", 2, 20).at)
+                ),
+            ]
+        );
+        // The other replica sees the same conflict with the same winner.
+        laptop.merge(&mut phone).unwrap();
+        assert_eq!(laptop.conflicts().unwrap(), conflicts);
+    }
+
+    #[test]
+    fn a_document_edited_in_sequence_has_no_conflicts() {
+        let mut doc = plan_doc();
+        doc.set_term(&mentee(), "Fall").unwrap();
+        doc.set_term(&coach(), "Winter").unwrap();
+        assert!(doc.conflicts().unwrap().is_empty());
+    }
+}

@@ -129,3 +129,63 @@ impl Document {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::doc::testing::{coach, mentee};
+
+    fn directory_doc() -> Document {
+        let directory = NewDirectory {
+            program: "First-year success".into(),
+            coach: UserId::new("carl"),
+            mentee: UserId::new("maya"),
+        };
+        Document::create_directory(DirectoryId(DocumentId::random()), &coach(), directory).unwrap()
+    }
+
+    fn entry(kind: DocKind, title: &str) -> DirectoryEntry {
+        DirectoryEntry {
+            document: DocumentId::random(),
+            kind,
+            title: title.into(),
+        }
+    }
+
+    #[test]
+    fn entries_are_listed_by_kind_then_title_and_can_be_removed() {
+        let mut doc = directory_doc();
+        let session_b = entry(DocKind::Session, "Session 2");
+        let session_a = entry(DocKind::Session, "Session 1");
+        let plan = entry(DocKind::Plan, "Maya's plan");
+        for e in [&session_b, &session_a, &plan] {
+            doc.add_directory_entry(&coach(), e.clone()).unwrap();
+        }
+        let listed = doc.read_directory().unwrap();
+        assert_eq!(listed.program, "First-year success");
+        assert_eq!(
+            listed.entries,
+            [plan.clone(), session_a.clone(), session_b.clone()]
+        );
+
+        doc.remove_directory_entry(&mentee(), session_a.document)
+            .unwrap();
+        assert_eq!(doc.read_directory().unwrap().entries, [plan, session_b]);
+    }
+
+    #[test]
+    fn removing_an_unlisted_document_is_not_found_and_changes_nothing() {
+        let mut doc = directory_doc();
+        let heads = doc.heads();
+        let error = doc
+            .remove_directory_entry(&coach(), DocumentId::random())
+            .unwrap_err();
+        assert!(matches!(error, Error::NotFound(_)), "{error}");
+        let error = doc
+            .add_directory_entry(&coach(), entry(DocKind::Plan, ""))
+            .unwrap_err();
+        assert!(matches!(error, Error::Invalid(_)), "{error}");
+        assert_eq!(doc.heads(), heads);
+    }
+}

@@ -184,3 +184,55 @@ mod tests {
         assert_eq!(info.at, None);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod document_tests {
+    use crate::doc::testing::{ctx, plan_doc};
+    use crate::ids::{DeviceId, UserId};
+
+    #[test]
+    fn history_lists_every_change_with_author_device_time_and_description() {
+        let mut doc = plan_doc();
+        doc.set_term(&ctx("carl", 2, 5), "Fall 2025").unwrap();
+        doc.add_strength(&ctx("maya", 1, 9), "organised").unwrap();
+
+        let history = doc.history();
+        let summary: Vec<_> = history
+            .iter()
+            .map(|h| {
+                (
+                    h.author.clone().unwrap(),
+                    h.device.unwrap(),
+                    h.at,
+                    h.description.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    UserId::new("maya"),
+                    DeviceId::from_bytes([1; 16]),
+                    ctx("", 0, 0).at,
+                    "created the plan of maya"
+                ),
+                (
+                    UserId::new("carl"),
+                    DeviceId::from_bytes([2; 16]),
+                    ctx("", 0, 5).at,
+                    "set the term to \"Fall 2025\""
+                ),
+                (
+                    UserId::new("maya"),
+                    DeviceId::from_bytes([1; 16]),
+                    ctx("", 0, 9).at,
+                    "added strength \"organised\""
+                ),
+            ]
+        );
+        assert_eq!(history[2].hash, doc.heads()[0].to_string());
+        assert!(history.iter().all(|h| h.hash.len() == 64));
+    }
+}

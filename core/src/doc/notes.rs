@@ -132,3 +132,60 @@ pub(super) fn read_document_ref<R: ReadDoc>(
         ))
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::doc::testing::{coach, ctx, plan_id};
+
+    fn notes_doc() -> Document {
+        let notes = NewNotes {
+            coach: UserId::new("carl"),
+            mentee: UserId::new("maya"),
+            plan: plan_id(),
+            text: "Seems tired.".into(),
+        };
+        Document::create_notes(NotesId(DocumentId::random()), &coach(), notes).unwrap()
+    }
+
+    #[test]
+    fn private_notes_are_created_spliced_and_replaced() {
+        let mut doc = notes_doc();
+        let read = doc.read_notes().unwrap();
+        assert_eq!(
+            (read.coach.as_str(), read.mentee.as_str()),
+            ("carl", "maya")
+        );
+        assert_eq!(read.text, "Seems tired.");
+        doc.splice_private_notes(&coach(), 6, 5, "rested").unwrap();
+        assert_eq!(doc.read_notes().unwrap().text, "Seems rested.");
+        doc.replace_private_notes(&ctx("carl", 2, 3), "Seems rested. Ask about sleep.")
+            .unwrap();
+        assert_eq!(
+            doc.read_notes().unwrap().text,
+            "Seems rested. Ask about sleep."
+        );
+    }
+
+    #[test]
+    fn splices_count_characters_not_bytes() {
+        let mut doc = notes_doc();
+        doc.replace_private_notes(&coach(), "Café ok").unwrap();
+        doc.splice_private_notes(&coach(), 4, 1, "!").unwrap();
+        assert_eq!(doc.read_notes().unwrap().text, "Café!ok");
+    }
+
+    #[test]
+    fn a_splice_past_the_end_is_refused_without_change() {
+        let mut doc = notes_doc();
+        let heads = doc.heads();
+        let error = doc.splice_private_notes(&coach(), 12, 1, "").unwrap_err();
+        assert!(matches!(error, Error::Invalid(_)), "{error}");
+        assert!(
+            doc.splice_private_notes(&coach(), usize::MAX, 1, "")
+                .is_err()
+        );
+        assert_eq!(doc.heads(), heads);
+    }
+}

@@ -593,3 +593,366 @@ pub(super) fn check_rating(what: &str, rating: u8) -> Result<()> {
         )))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::doc::testing::{coach, ctx, mentee, new_plan, plan_doc, session_doc};
+    use crate::model::NewGoal;
+
+    fn goal(title: &str) -> NewGoal {
+        NewGoal {
+            title: title.to_owned(),
+            description: String::new(),
+            category: "academic".to_owned(),
+            target_date: None,
+        }
+    }
+
+    fn date(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn a_new_plan_reads_back_as_created() {
+        let doc = plan_doc();
+        let plan = doc.read_plan().unwrap();
+        let input = new_plan();
+        assert_eq!(plan.id.document_id(), doc.id());
+        assert_eq!(plan.schema_version, crate::model::SCHEMA_VERSION);
+        assert_eq!(plan.mentee, input.mentee);
+        assert_eq!(plan.coaches, input.coaches);
+        assert_eq!(plan.program, input.program);
+        assert_eq!(plan.term, input.term);
+        assert_eq!(plan.strengths, input.strengths);
+        assert_eq!(plan.challenges, input.challenges);
+        assert_eq!(plan.learning_style, input.learning_style);
+        assert!(plan.goals.is_empty() && plan.resources.is_empty());
+        assert!(plan.metrics.is_empty() && plan.check_ins.is_empty());
+    }
+
+    #[test]
+    fn goals_read_back_in_creation_order_with_sorted_milestones() {
+        let mut doc = plan_doc();
+        let later = doc
+            .add_goal(&ctx("maya", 1, 5), goal("Pass calculus"))
+            .unwrap();
+        let earlier = doc
+            .add_goal(&ctx("maya", 1, 1), goal("Join a study group"))
+            .unwrap();
+        let undated = doc
+            .add_milestone(
+                &mentee(),
+                &later,
+                NewMilestone {
+                    title: "Undated".into(),
+                    due: None,
+                },
+            )
+            .unwrap();
+        let may = doc
+            .add_milestone(
+                &mentee(),
+                &later,
+                NewMilestone {
+                    title: "Final".into(),
+                    due: Some(date("2025-05-20")),
+                },
+            )
+            .unwrap();
+        let april = doc
+            .add_milestone(
+                &mentee(),
+                &later,
+                NewMilestone {
+                    title: "Midterm".into(),
+                    due: Some(date("2025-04-01")),
+                },
+            )
+            .unwrap();
+        doc.set_goal_progress(&mentee(), &later, 40).unwrap();
+        doc.set_goal_status(&mentee(), &later, GoalStatus::InProgress)
+            .unwrap();
+        doc.set_goal_target_date(&mentee(), &later, Some(date("2025-05-31")))
+            .unwrap();
+        doc.set_milestone_done(&mentee(), &later, &april, true)
+            .unwrap();
+        doc.edit_goal(
+            &mentee(),
+            &later,
+            GoalEdit {
+                description: Some("B or better".into()),
+                ..GoalEdit::default()
+            },
+        )
+        .unwrap();
+
+        let plan = doc.read_plan().unwrap();
+        let ids: Vec<_> = plan.goals.iter().map(|g| g.id.clone()).collect();
+        assert_eq!(ids, [earlier, later.clone()]);
+        let calculus = &plan.goals[1];
+        assert_eq!(calculus.title, "Pass calculus");
+        assert_eq!(calculus.description, "B or better");
+        assert_eq!(calculus.category, "academic");
+        assert_eq!(calculus.progress, 40);
+        assert_eq!(calculus.status, GoalStatus::InProgress);
+        assert_eq!(calculus.target_date, Some(date("2025-05-31")));
+        assert_eq!(calculus.created_at, ctx("maya", 1, 5).at);
+        let order: Vec<_> = calculus.milestones.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(order, [april.clone(), may, undated]);
+        assert!(calculus.milestones[0].done && !calculus.milestones[1].done);
+
+        doc.set_milestone_done(&mentee(), &later, &april, false)
+            .unwrap();
+        doc.set_milestone_due(&mentee(), &later, &april, None)
+            .unwrap();
+        doc.set_goal_target_date(&mentee(), &later, None).unwrap();
+        let calculus = doc.read_plan().unwrap().goals[1].clone();
+        assert_eq!(calculus.target_date, None);
+        let reopened = calculus.milestones.iter().find(|m| m.id == april).unwrap();
+        assert!(!reopened.done);
+        assert_eq!(reopened.due, None);
+    }
+
+    #[test]
+    fn words_resources_metrics_and_check_ins_are_recorded() {
+        let mut doc = plan_doc();
+        doc.set_term(&mentee(), "Fall 2025").unwrap();
+        doc.set_learning_style(&mentee(), "hands-on").unwrap();
+        doc.add_strength(&mentee(), "persistent").unwrap();
+        doc.remove_strength(&mentee(), "curious").unwrap();
+        doc.add_challenge(&mentee(), "math anxiety").unwrap();
+        doc.remove_challenge(&mentee(), "time management").unwrap();
+        doc.add_resource(
+            &coach(),
+            Resource {
+                title: "Writing centre".into(),
+                url: Some("https://example.edu".into()),
+            },
+        )
+        .unwrap();
+        doc.set_metric(
+            &coach(),
+            Metric {
+                name: "GPA".into(),
+                target: 3.0,
+                current: Some(2.5),
+            },
+        )
+        .unwrap();
+        doc.set_metric(
+            &coach(),
+            Metric {
+                name: "GPA".into(),
+                target: 3.2,
+                current: None,
+            },
+        )
+        .unwrap();
+        let check_in = doc
+            .add_check_in(
+                &mentee(),
+                NewCheckIn {
+                    at: ctx("maya", 1, 30).at,
+                    rating: 4,
+                    reflection: "Better".into(),
+                },
+            )
+            .unwrap();
+
+        let plan = doc.read_plan().unwrap();
+        assert_eq!(plan.term, "Fall 2025");
+        assert_eq!(plan.learning_style, "hands-on");
+        assert_eq!(plan.strengths, ["persistent"]);
+        assert_eq!(plan.challenges, ["math anxiety"]);
+        assert_eq!(
+            plan.resources[0].url.as_deref(),
+            Some("https://example.edu")
+        );
+        assert_eq!(
+            plan.metrics,
+            [Metric {
+                name: "GPA".into(),
+                target: 3.2,
+                current: None
+            }]
+        );
+        assert_eq!(plan.check_ins.len(), 1);
+        assert_eq!(plan.check_ins[0].id, check_in);
+        assert_eq!(plan.check_ins[0].rating, 4);
+        assert_eq!(plan.check_ins[0].by, UserId::new("maya"));
+    }
+
+    #[test]
+    fn adding_a_strength_already_listed_changes_nothing() {
+        let mut doc = plan_doc();
+        let heads = doc.heads();
+        doc.add_strength(&mentee(), "  curious ").unwrap();
+        assert_eq!(doc.heads(), heads);
+    }
+
+    /// Every refused edit names what was wrong and leaves the document byte-for-byte unchanged.
+    #[test]
+    fn refused_edits_leave_the_plan_unchanged() {
+        let mut doc = plan_doc();
+        let goal_id = doc.add_goal(&mentee(), goal("Pass calculus")).unwrap();
+        let unknown_goal = GoalId::new("no-such-goal");
+        let unknown_milestone = MilestoneId::new("no-such-milestone");
+        let heads = doc.heads();
+        let bytes = doc.to_bytes();
+        let c = mentee();
+
+        let refusals: Vec<(Result<()>, &str)> = vec![
+            (doc.set_goal_progress(&c, &goal_id, 101), "101"),
+            (doc.set_goal_progress(&c, &unknown_goal, 50), "no-such-goal"),
+            (doc.add_goal(&c, goal("   ")).map(drop), "goal title"),
+            (
+                doc.edit_goal(
+                    &c,
+                    &goal_id,
+                    GoalEdit {
+                        title: Some("".into()),
+                        ..GoalEdit::default()
+                    },
+                ),
+                "goal title",
+            ),
+            (
+                doc.set_goal_target_date(&c, &unknown_goal, None),
+                "no-such-goal",
+            ),
+            (
+                doc.set_goal_status(&c, &unknown_goal, GoalStatus::Completed),
+                "no-such-goal",
+            ),
+            (
+                doc.add_milestone(
+                    &c,
+                    &unknown_goal,
+                    NewMilestone {
+                        title: "x".into(),
+                        due: None,
+                    },
+                )
+                .map(drop),
+                "no-such-goal",
+            ),
+            (
+                doc.add_milestone(
+                    &c,
+                    &goal_id,
+                    NewMilestone {
+                        title: "\t".into(),
+                        due: None,
+                    },
+                )
+                .map(drop),
+                "milestone title",
+            ),
+            (
+                doc.set_milestone_done(&c, &goal_id, &unknown_milestone, true),
+                "no-such-milestone",
+            ),
+            (
+                doc.set_milestone_due(&c, &goal_id, &unknown_milestone, None),
+                "no-such-milestone",
+            ),
+            (
+                doc.add_check_in(
+                    &c,
+                    NewCheckIn {
+                        at: c.at,
+                        rating: 0,
+                        reflection: String::new(),
+                    },
+                )
+                .map(drop),
+                "rating",
+            ),
+            (
+                doc.add_check_in(
+                    &c,
+                    NewCheckIn {
+                        at: c.at,
+                        rating: 6,
+                        reflection: String::new(),
+                    },
+                )
+                .map(drop),
+                "rating",
+            ),
+            (doc.remove_strength(&c, "patience"), "patience"),
+            (doc.remove_challenge(&c, "nothing"), "nothing"),
+            (
+                doc.set_metric(
+                    &c,
+                    Metric {
+                        name: "GPA".into(),
+                        target: f64::NAN,
+                        current: None,
+                    },
+                ),
+                "GPA",
+            ),
+            (
+                doc.add_resource(
+                    &c,
+                    Resource {
+                        title: " ".into(),
+                        url: None,
+                    },
+                ),
+                "resource title",
+            ),
+            (doc.set_mood(&c, Some(3)), "not a session"),
+        ];
+        for (result, named) in refusals {
+            let error = result.expect_err("the edit should be refused");
+            assert!(
+                matches!(error, Error::Invalid(_) | Error::NotFound(_)),
+                "unexpected error kind: {error}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains(named) || message.contains("session"),
+                "{message} should name {named}"
+            );
+            assert_eq!(doc.heads(), heads, "{message} changed the document");
+        }
+        assert_eq!(doc.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn reading_a_plan_from_another_kind_of_document_is_refused() {
+        let session = session_doc();
+        assert!(matches!(session.read_plan(), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn concurrent_edits_of_different_goals_both_survive() {
+        let mut doc = plan_doc();
+        let calculus = doc.add_goal(&mentee(), goal("Pass calculus")).unwrap();
+        let essay = doc.add_goal(&mentee(), goal("Write essay")).unwrap();
+        let mut phone = doc.fork();
+        let mut laptop = doc.fork();
+        phone.set_goal_progress(&mentee(), &calculus, 60).unwrap();
+        phone.add_goal(&mentee(), goal("Sleep 8 hours")).unwrap();
+        laptop
+            .set_goal_status(&coach(), &essay, GoalStatus::Completed)
+            .unwrap();
+        laptop
+            .add_goal(&coach(), goal("Visit office hours"))
+            .unwrap();
+        phone.merge(&mut laptop).unwrap();
+        laptop.merge(&mut phone).unwrap();
+
+        let plan = phone.read_plan().unwrap();
+        assert_eq!(plan, laptop.read_plan().unwrap());
+        assert_eq!(plan.goals.len(), 4);
+        let find = |id: &GoalId| plan.goals.iter().find(|g| &g.id == id).unwrap();
+        assert_eq!(find(&calculus).progress, 60);
+        assert_eq!(find(&essay).status, GoalStatus::Completed);
+        assert!(phone.conflicts().unwrap().is_empty());
+    }
+}

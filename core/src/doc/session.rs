@@ -298,3 +298,179 @@ fn check_follow_up(start: DateTime<Utc>, follow_up: Option<NaiveDate>) -> Result
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::doc::testing::{
+        at, coach, ctx, mentee, new_session, plan_doc, plan_id, session_doc, session_id,
+    };
+
+    fn date(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn a_logged_session_reads_back_whole_in_one_change() {
+        let input = new_session(plan_id());
+        let doc = Document::create_session(session_id(), &coach(), input.clone()).unwrap();
+        assert_eq!(doc.history().len(), 1);
+        let log = doc.read_session().unwrap();
+        assert_eq!(log.plan, input.plan);
+        assert_eq!((log.coach, log.mentee), (input.coach, input.mentee));
+        assert_eq!(log.start, input.start);
+        assert_eq!(log.duration_minutes, 45);
+        assert_eq!(log.mode, SessionMode::Video);
+        assert_eq!(log.topics, input.topics);
+        assert_eq!(log.notes, input.notes);
+        assert_eq!(log.mood, Some(3));
+        let texts: Vec<_> = log.action_items.iter().map(|i| i.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["Book a tutor", "Send practice problems"],
+            "in the order given"
+        );
+        assert_eq!(log.goals_discussed, input.goals_discussed);
+        assert_eq!(log.follow_up, None);
+    }
+
+    #[test]
+    fn session_edits_are_recorded() {
+        let mut doc = session_doc();
+        let item = doc
+            .add_action_item(
+                &ctx("carl", 2, 90),
+                NewActionItem {
+                    text: "Email advisor".into(),
+                    owner: UserId::new("maya"),
+                    due: Some(date("2025-03-08")),
+                },
+            )
+            .unwrap();
+        doc.set_action_item_done(&mentee(), &item, true).unwrap();
+        doc.set_follow_up(&coach(), Some(date("2025-03-15")))
+            .unwrap();
+        doc.set_mood(&coach(), Some(5)).unwrap();
+        doc.add_topic(&coach(), "exam stress").unwrap();
+        doc.remove_topic(&coach(), "study plan").unwrap();
+        doc.mark_goal_discussed(&coach(), &GoalId::new("g2"))
+            .unwrap();
+        doc.splice_session_notes(&coach(), 0, 6, "Discussed")
+            .unwrap();
+
+        let log = doc.read_session().unwrap();
+        let added = log.action_items.last().unwrap();
+        assert_eq!(
+            (added.id.clone(), added.done, added.due),
+            (item.clone(), true, Some(date("2025-03-08")))
+        );
+        assert_eq!(log.follow_up, Some(date("2025-03-15")));
+        assert_eq!(log.mood, Some(5));
+        assert_eq!(log.topics, ["exam stress"]);
+        assert_eq!(log.goals_discussed, [GoalId::new("g1"), GoalId::new("g2")]);
+        assert_eq!(log.notes, "Discussed about the calculus exam.");
+
+        doc.set_action_item_done(&mentee(), &item, false).unwrap();
+        doc.set_mood(&coach(), None).unwrap();
+        doc.set_follow_up(&coach(), None).unwrap();
+        let log = doc.read_session().unwrap();
+        assert!(!log.action_items.last().unwrap().done);
+        assert_eq!((log.mood, log.follow_up), (None, None));
+    }
+
+    #[test]
+    fn refused_session_edits_leave_the_document_unchanged() {
+        let mut doc = session_doc();
+        let heads = doc.heads();
+        let c = coach();
+        let refusals: Vec<(Result<()>, &str)> = vec![
+            (
+                doc.set_follow_up(&c, Some(date("2025-02-28"))),
+                "before the session",
+            ),
+            (doc.set_mood(&c, Some(0)), "mood"),
+            (doc.set_mood(&c, Some(6)), "mood"),
+            (
+                doc.set_action_item_done(&c, &ActionItemId::new("nope"), true),
+                "nope",
+            ),
+            (
+                doc.add_action_item(
+                    &c,
+                    NewActionItem {
+                        text: " ".into(),
+                        owner: UserId::new("maya"),
+                        due: None,
+                    },
+                )
+                .map(drop),
+                "action item text",
+            ),
+            (doc.remove_topic(&c, "astronomy"), "astronomy"),
+            (doc.add_topic(&c, ""), "topic"),
+            (doc.splice_session_notes(&c, 1000, 0, "x"), "session notes"),
+            (doc.splice_session_notes(&c, 0, 1000, ""), "session notes"),
+            (doc.set_term(&c, "Fall"), "not a plan"),
+        ];
+        for (result, named) in refusals {
+            let message = result.expect_err("the edit should be refused").to_string();
+            assert!(message.contains(named), "{message} should name {named}");
+            assert_eq!(doc.heads(), heads, "{message} changed the document");
+        }
+    }
+
+    #[test]
+    fn sessions_that_cannot_have_happened_are_refused() {
+        let mut zero = new_session(plan_id());
+        zero.duration_minutes = 0;
+        let error = Document::create_session(session_id(), &coach(), zero).unwrap_err();
+        assert!(error.to_string().contains("duration"), "{error}");
+
+        let mut early = new_session(plan_id());
+        early.follow_up = Some(at(-24 * 60).date_naive());
+        let error = Document::create_session(session_id(), &coach(), early).unwrap_err();
+        assert!(error.to_string().contains("follow-up"), "{error}");
+
+        let mut moody = new_session(plan_id());
+        moody.mood = Some(9);
+        assert!(matches!(
+            Document::create_session(session_id(), &coach(), moody),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn concurrent_edits_of_the_same_notes_merge_character_by_character() {
+        let doc = session_doc();
+        let mut coach_copy = doc.fork();
+        let mut mentee_copy = doc.fork();
+        let original = "Talked about the calculus exam.";
+        coach_copy
+            .splice_session_notes(&coach(), 0, 0, "Coach: ")
+            .unwrap();
+        // The mentee rewrites the end with a whole-text replacement; it must diff, not overwrite.
+        mentee_copy
+            .replace_session_notes(
+                &mentee(),
+                &original.replace("exam.", "exam and the lab report."),
+            )
+            .unwrap();
+        coach_copy.merge(&mut mentee_copy).unwrap();
+        mentee_copy.merge(&mut coach_copy).unwrap();
+        let expected = "Coach: Talked about the calculus exam and the lab report.";
+        assert_eq!(coach_copy.read_session().unwrap().notes, expected);
+        assert_eq!(mentee_copy.read_session().unwrap().notes, expected);
+        assert!(coach_copy.conflicts().unwrap().is_empty());
+    }
+
+    #[test]
+    fn replacing_notes_with_the_same_text_changes_nothing() {
+        let mut doc = session_doc();
+        let heads = doc.heads();
+        doc.replace_session_notes(&coach(), "Talked about the calculus exam.")
+            .unwrap();
+        assert_eq!(doc.heads(), heads);
+        let _ = plan_doc();
+    }
+}
