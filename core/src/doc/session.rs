@@ -474,3 +474,97 @@ mod tests {
         let _ = plan_doc();
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod convergence {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::doc::testing::{ctx, session_doc};
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Splice {
+            replica: usize,
+            at: usize,
+            delete: usize,
+            insert: String,
+        },
+        Replace {
+            replica: usize,
+            text: String,
+        },
+        Tick {
+            replica: usize,
+            done: bool,
+        },
+        Merge {
+            from: usize,
+            into: usize,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let r = 0..3_usize;
+        prop_oneof![
+            (r.clone(), 0..64_usize, 0..4_usize, "[a-zé ]{0,6}").prop_map(
+                |(replica, at, delete, insert)| Step::Splice {
+                    replica,
+                    at,
+                    delete,
+                    insert
+                }
+            ),
+            (r.clone(), "[a-z ]{0,20}").prop_map(|(replica, text)| Step::Replace { replica, text }),
+            (r.clone(), any::<bool>()).prop_map(|(replica, done)| Step::Tick { replica, done }),
+            (r.clone(), r).prop_map(|(from, into)| Step::Merge { from, into }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Concurrent note edits (splices and whole-text replacements) and ticks converge.
+        #[test]
+        fn session_notes_converge(steps in proptest::collection::vec(step(), 0..30)) {
+            let origin = session_doc();
+            let mut replicas: Vec<Document> = (0..3).map(|_| origin.clone()).collect();
+            for (minute, step) in steps.iter().enumerate() {
+                match step {
+                    Step::Splice { replica, at, delete, insert } => {
+                        let c = ctx("u", *replica as u8 + 1, minute as i64);
+                        let length = replicas[*replica].read_session().unwrap().notes.chars().count();
+                        let at = at % (length + 1);
+                        let delete = (*delete).min(length - at);
+                        replicas[*replica].splice_session_notes(&c, at, delete, insert).unwrap();
+                    }
+                    Step::Replace { replica, text } => {
+                        let c = ctx("u", *replica as u8 + 1, minute as i64);
+                        replicas[*replica].replace_session_notes(&c, text).unwrap();
+                    }
+                    Step::Tick { replica, done } => {
+                        let c = ctx("u", *replica as u8 + 1, minute as i64);
+                        let item = replicas[*replica].read_session().unwrap().action_items[0].id.clone();
+                        replicas[*replica].set_action_item_done(&c, &item, *done).unwrap();
+                    }
+                    Step::Merge { from, into } => {
+                        if from != into {
+                            let mut source = replicas[*from].clone();
+                            replicas[*into].merge(&mut source).unwrap();
+                        }
+                    }
+                }
+            }
+            for (from, into) in [(1, 0), (2, 0), (0, 1), (0, 2)] {
+                let mut source = replicas[from].clone();
+                replicas[into].merge(&mut source).unwrap();
+            }
+            let expected = replicas[0].read_session().unwrap();
+            for replica in &replicas[1..] {
+                prop_assert_eq!(replica.heads(), replicas[0].heads());
+                prop_assert_eq!(&replica.read_session().unwrap(), &expected);
+            }
+        }
+    }
+}
