@@ -1,0 +1,78 @@
+//! How an engine presents itself and the limits it enforces on peers.
+
+use super::{PeerId, PeerMetadata, StorageId};
+
+/// Which side of the product this engine runs on. Both speak the same protocol; they differ in
+/// whom they offer documents to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// Syncs every document it holds in memory with every peer it is connected to (the relay),
+    /// as an automerge-repo client with `sharePolicy: true` does.
+    Device,
+    /// Never offers a document first: it syncs a document with a peer only after that peer sent a
+    /// `request` or `sync` for it, so a client learns nothing about documents it did not name.
+    Relay,
+}
+
+/// Limits on what one peer may make the engine do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Limits {
+    /// Larger incoming frames get an `error` and the connection is closed.
+    pub max_frame_bytes: usize,
+    /// How many documents one connection may sync at once; going over gets an `error` and a close.
+    pub max_documents_per_connection: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 32 * 1024 * 1024,
+            max_documents_per_connection: 100_000,
+        }
+    }
+}
+
+/// The engine's configuration.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Our peer id, sent in `join` / `peer` and as `senderId`.
+    pub peer_id: PeerId,
+    /// Our storage id; peers save their sync state with us under it. `None` makes us an ephemeral
+    /// peer (`isEphemeral: true`), as automerge-repo does for a repo without storage.
+    pub storage_id: Option<StorageId>,
+    pub role: Role,
+    pub limits: Limits,
+    /// The `sessionId` of the ephemeral messages this engine originates. The engine reads no
+    /// randomness, so the driver picks it (a fresh random string per process).
+    pub ephemeral_session_id: String,
+}
+
+impl EngineConfig {
+    pub fn new(peer_id: impl Into<PeerId>, role: Role) -> Self {
+        let peer_id = peer_id.into();
+        Self {
+            ephemeral_session_id: peer_id.as_str().to_owned(),
+            peer_id,
+            storage_id: None,
+            role,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn with_storage_id(mut self, storage_id: impl Into<StorageId>) -> Self {
+        self.storage_id = Some(storage_id.into());
+        self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub(crate) fn metadata(&self) -> PeerMetadata {
+        PeerMetadata {
+            storage_id: self.storage_id.clone(),
+            is_ephemeral: self.storage_id.is_none(),
+        }
+    }
+}

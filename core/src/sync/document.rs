@@ -1,0 +1,96 @@
+//! A document the engine holds in memory ("hot"), with one sync session per peer syncing it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use automerge::Automerge;
+use automerge::sync::State;
+
+use super::{Access, ChangedPaths, ConnectionId, PersistTicket, StorageId};
+
+/// A hot document.
+#[derive(Debug, Default)]
+pub(crate) struct HotDocument {
+    /// `None` while the driver loads it; inputs wait in `queued`.
+    pub(crate) doc: Option<Automerge>,
+    pub(crate) queued: Vec<Queued>,
+    pub(crate) sessions: BTreeMap<ConnectionId, PeerSession>,
+    /// Persists not yet confirmed; while any is outstanding, no sync message for this document is
+    /// generated. The value is what changed when the changes came from a peer.
+    pub(crate) pending: BTreeMap<PersistTicket, Option<ChangedPaths>>,
+    /// The last sync state saved per peer storage id: what a new session resumes from, and what
+    /// keeps identical states from being saved again.
+    pub(crate) saved_states: HashMap<StorageId, Vec<u8>>,
+    /// The driver opened it and wants to hear if no one has it.
+    pub(crate) wanted_locally: bool,
+    /// Connections whose sessions are recreated once a reload finishes.
+    pub(crate) resume_sessions: Vec<ConnectionId>,
+}
+
+impl HotDocument {
+    pub(crate) fn loading() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.doc.as_ref().is_none_or(|d| d.get_heads().is_empty())
+    }
+}
+
+/// An input that arrived while the document was loading.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) connection: ConnectionId,
+    pub(crate) access: Access,
+    pub(crate) data: Vec<u8>,
+    pub(crate) is_request: bool,
+}
+
+/// What we know about a peer and one document.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum PeerStatus {
+    Unknown,
+    /// It asked for the document (`request`).
+    Wants,
+    /// It advertised heads: it has the document.
+    Has,
+    /// It told us it does not have the document.
+    Unavailable,
+    /// We told it we do not have the document; it hears from us again once we do.
+    ToldUnavailable,
+}
+
+/// The automerge sync session with one peer for one document.
+#[derive(Debug)]
+pub(crate) struct PeerSession {
+    pub(crate) state: State,
+    pub(crate) status: PeerStatus,
+}
+
+impl PeerSession {
+    /// A session resuming from a saved state if there is a usable one.
+    pub(crate) fn new(saved: Option<&Vec<u8>>, access: Access) -> Self {
+        let state = saved
+            .and_then(|bytes| State::decode(bytes).ok())
+            .unwrap_or_default();
+        let mut session = Self {
+            state,
+            status: PeerStatus::Unknown,
+        };
+        session.apply_access(access);
+        session
+    }
+
+    /// A session started over after we lost or refused what the peer sent: the first message
+    /// tells the peer to forget what it believes it sent us (automerge's sync reset), or it would
+    /// never send those changes again.
+    pub(crate) fn restarted(saved: Option<&Vec<u8>>, access: Access) -> Self {
+        let mut session = Self::new(saved, access);
+        session.state.needs_reset = true;
+        session
+    }
+
+    /// A read-only peer's changes are ignored by automerge itself (`State::read_only`).
+    pub(crate) fn apply_access(&mut self, access: Access) {
+        self.state.set_read_only(access != Access::ReadWrite);
+    }
+}

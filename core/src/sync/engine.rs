@@ -1,0 +1,966 @@
+//! [`SyncEngine`]: the automerge-repo protocol as a state machine. Events go in as method calls;
+//! effects come out of [`SyncEngine::take_effects`]. No IO, no clock, no threads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::PatchAction;
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ChangeHash, Prop};
+
+use super::document::{HotDocument, PeerSession, PeerStatus, Queued};
+use super::message::{Message, PROTOCOL_VERSION};
+use super::{
+    Access, AccessPolicy, AllowAll, ChangedPaths, Connection, ConnectionId, Direction, Effect,
+    EngineConfig, PeerId, PeerInfo, PersistTicket, Role, StorageId,
+};
+use crate::error::{Error, Result};
+use crate::ids::DocumentId;
+
+/// What the driver read from storage for one document.
+#[derive(Clone, Debug, Default)]
+pub struct StoredDocument {
+    /// The stored document (a snapshot followed by any change chunks), or `None` if there is none.
+    pub bytes: Option<Vec<u8>>,
+    /// Every saved sync state of this document, by the peer storage id it was saved under.
+    pub sync_states: Vec<(StorageId, Vec<u8>)>,
+}
+
+/// The sans-IO sync engine shared by the device and the relay.
+pub struct SyncEngine {
+    config: EngineConfig,
+    policy: Box<dyn AccessPolicy>,
+    connections: BTreeMap<ConnectionId, Connection>,
+    documents: BTreeMap<DocumentId, HotDocument>,
+    tickets: BTreeMap<PersistTicket, DocumentId>,
+    /// The highest ephemeral `count` seen per (sender, session), to drop repeats and loops.
+    ephemeral_seen: HashMap<(PeerId, String), u64>,
+    ephemeral_count: u64,
+    next_connection: u64,
+    next_ticket: u64,
+    effects: Vec<Effect>,
+}
+
+impl std::fmt::Debug for SyncEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine")
+            .field("peer_id", &self.config.peer_id)
+            .field("connections", &self.connections.len())
+            .field("documents", &self.documents.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncEngine {
+    /// An engine that lets every peer read and write every document.
+    pub fn new(config: EngineConfig) -> Self {
+        Self::with_policy(config, Box::new(AllowAll))
+    }
+
+    pub fn with_policy(config: EngineConfig, policy: Box<dyn AccessPolicy>) -> Self {
+        Self {
+            config,
+            policy,
+            connections: BTreeMap::new(),
+            documents: BTreeMap::new(),
+            tickets: BTreeMap::new(),
+            ephemeral_seen: HashMap::new(),
+            ephemeral_count: 0,
+            next_connection: 0,
+            next_ticket: 0,
+            effects: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Everything the engine wants done since the last call, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    // ---- connections ------------------------------------------------------------------------
+
+    /// A transport connection is open. For [`Direction::Outgoing`] the engine sends `join`.
+    pub fn connection_opened(&mut self, direction: Direction) -> ConnectionId {
+        self.next_connection += 1;
+        let id = ConnectionId(self.next_connection);
+        match direction {
+            Direction::Outgoing => {
+                self.connections.insert(id, Connection::AwaitingPeer);
+                let join = Message::Join {
+                    sender_id: self.config.peer_id.clone(),
+                    supported_protocol_versions: vec![PROTOCOL_VERSION.to_owned()],
+                    metadata: Some(self.config.metadata()),
+                };
+                self.send(id, &join);
+            }
+            Direction::Incoming => {
+                self.connections.insert(id, Connection::AwaitingJoin);
+            }
+        }
+        id
+    }
+
+    /// The transport closed (or failed). Unknown or already closed connections are ignored.
+    pub fn connection_closed(&mut self, connection: ConnectionId) {
+        self.forget_connection(connection);
+    }
+
+    /// We are leaving: sends `leave` and closes.
+    pub fn disconnect(&mut self, connection: ConnectionId) {
+        if self.connections.contains_key(&connection) {
+            let leave = Message::Leave {
+                sender_id: self.config.peer_id.clone(),
+            };
+            self.send(connection, &leave);
+            self.close(connection, "leaving");
+        }
+    }
+
+    /// The peers that completed the handshake.
+    pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> {
+        self.connections.values().filter_map(Connection::peer)
+    }
+
+    /// One binary frame arrived on a connection.
+    pub fn frame_received(&mut self, connection: ConnectionId, frame: &[u8]) {
+        let Some(state) = self.connections.get(&connection) else {
+            return;
+        };
+        if frame.len() > self.config.limits.max_frame_bytes {
+            let reason = format!(
+                "frame of {} bytes exceeds the limit of {}",
+                frame.len(),
+                self.config.limits.max_frame_bytes
+            );
+            return self.fail(connection, &reason);
+        }
+        let message = match Message::decode(frame) {
+            Ok(message) => message,
+            Err(e) => return self.fail(connection, &e.to_string()),
+        };
+        match (state, message) {
+            (
+                Connection::AwaitingJoin,
+                Message::Join {
+                    sender_id,
+                    supported_protocol_versions,
+                    metadata,
+                },
+            ) => {
+                if !supported_protocol_versions
+                    .iter()
+                    .any(|v| v == PROTOCOL_VERSION)
+                {
+                    return self.fail(connection, "unsupported protocol version");
+                }
+                let peer = PeerInfo {
+                    connection,
+                    peer_id: sender_id.clone(),
+                    metadata: metadata.unwrap_or_default(),
+                };
+                let reply = Message::Peer {
+                    sender_id: self.config.peer_id.clone(),
+                    selected_protocol_version: PROTOCOL_VERSION.to_owned(),
+                    target_id: sender_id,
+                    metadata: Some(self.config.metadata()),
+                };
+                self.send(connection, &reply);
+                self.establish(peer);
+            }
+            (
+                Connection::AwaitingPeer,
+                Message::Peer {
+                    sender_id,
+                    selected_protocol_version,
+                    metadata,
+                    ..
+                },
+            ) => {
+                if selected_protocol_version != PROTOCOL_VERSION {
+                    return self.fail(connection, "unsupported protocol version");
+                }
+                self.establish(PeerInfo {
+                    connection,
+                    peer_id: sender_id,
+                    metadata: metadata.unwrap_or_default(),
+                });
+            }
+            (_, Message::Error { message, .. }) => {
+                self.close(connection, &format!("peer reported an error: {message}"));
+            }
+            (Connection::AwaitingJoin, other) => {
+                let reason = format!("expected `join`, got `{}`", other.message_type());
+                self.fail(connection, &reason);
+            }
+            (Connection::AwaitingPeer, other) => {
+                let reason = format!("expected `peer`, got `{}`", other.message_type());
+                self.fail(connection, &reason);
+            }
+            (Connection::Established(_), message) => self.established_message(connection, message),
+        }
+    }
+
+    fn established_message(&mut self, connection: ConnectionId, message: Message) {
+        match message {
+            Message::Join { .. } | Message::Peer { .. } => {
+                self.fail(connection, "handshake message after the handshake");
+            }
+            Message::Leave { .. } => self.close(connection, "peer left"),
+            Message::Request {
+                document_id, data, ..
+            } => self.receive_sync(connection, document_id, data, true),
+            Message::Sync {
+                document_id, data, ..
+            } => self.receive_sync(connection, document_id, data, false),
+            Message::DocUnavailable { document_id, .. } => {
+                self.receive_unavailable(connection, document_id);
+            }
+            Message::Ephemeral {
+                sender_id,
+                count,
+                session_id,
+                document_id,
+                data,
+                ..
+            } => {
+                self.receive_ephemeral(connection, document_id, sender_id, count, session_id, data)
+            }
+            // Handled before we get here; listed so the match stays exhaustive.
+            Message::Error { .. } => {}
+            // The JS repo logs and ignores message types it does not handle; so do we, which
+            // keeps newer peers (remote-heads gossip, future types) connected.
+            Message::Other { message_type } => {
+                tracing::debug!(%connection, message_type, "ignoring message type");
+            }
+        }
+    }
+
+    fn establish(&mut self, peer: PeerInfo) {
+        let connection = peer.connection;
+        self.connections
+            .insert(connection, Connection::Established(peer.clone()));
+        self.effects.push(Effect::PeerJoined(peer));
+        if self.config.role == Role::Device {
+            // A device offers everything it holds, like an automerge-repo client.
+            let ids: Vec<DocumentId> = self.documents.keys().copied().collect();
+            for id in ids {
+                if self.documents.get(&id).is_some_and(|d| d.doc.is_some())
+                    && self.decide(connection, &id) != Access::None
+                {
+                    self.ensure_session(id, connection, Access::ReadWrite);
+                    self.flush(id);
+                }
+            }
+        }
+    }
+
+    // ---- documents --------------------------------------------------------------------------
+
+    /// Make a stored document hot: the engine asks the driver to load it. A device then offers
+    /// it to its peers; if neither storage nor any peer has it, [`Effect::DocumentUnavailable`].
+    pub fn open_document(&mut self, document: DocumentId) {
+        if let Some(hot) = self.documents.get_mut(&document) {
+            hot.wanted_locally = true;
+            return;
+        }
+        let mut hot = HotDocument::loading();
+        hot.wanted_locally = true;
+        self.documents.insert(document, hot);
+        self.effects.push(Effect::LoadDocument { document });
+    }
+
+    /// The driver's answer to [`Effect::LoadDocument`]. A stored document that automerge cannot
+    /// load is reported as [`Error::Corrupt`]; peers waiting for it are told it is unavailable.
+    pub fn document_loaded(&mut self, document: DocumentId, stored: StoredDocument) -> Result<()> {
+        let Some(hot) = self.documents.get_mut(&document) else {
+            return Ok(());
+        };
+        if hot.doc.is_some() {
+            return Ok(());
+        }
+        let doc = match stored.bytes {
+            None => Automerge::new(),
+            Some(bytes) => match catch_unwind(|| Automerge::load(&bytes)) {
+                Ok(Ok(doc)) => doc,
+                failure => {
+                    let reason = match failure {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "automerge panicked while loading".to_owned(),
+                    };
+                    self.document_load_failed(document);
+                    return Err(Error::Corrupt { document, reason });
+                }
+            },
+        };
+        hot.doc = Some(doc);
+        hot.saved_states = stored.sync_states.into_iter().collect();
+        let queued = std::mem::take(&mut hot.queued);
+        let resume = std::mem::take(&mut hot.resume_sessions);
+        for connection in resume {
+            let access = self.decide(connection, &document);
+            if access != Access::None {
+                self.ensure_session(document, connection, access);
+                if let Some(session) = self
+                    .documents
+                    .get_mut(&document)
+                    .and_then(|hot| hot.sessions.get_mut(&connection))
+                {
+                    session.state.needs_reset = true;
+                }
+            }
+        }
+        for input in queued {
+            if self.connections.contains_key(&input.connection) {
+                self.apply_sync(document, input);
+            }
+        }
+        if self.config.role == Role::Device {
+            let connections: Vec<ConnectionId> = self
+                .peers()
+                .map(|p| p.connection)
+                .filter(|c| self.decide(*c, &document) != Access::None)
+                .collect();
+            for connection in connections {
+                self.ensure_session(document, connection, Access::ReadWrite);
+            }
+        }
+        self.report_if_unavailable(document);
+        self.flush(document);
+        Ok(())
+    }
+
+    /// The driver could not read the document (storage error). Peers waiting for it hear
+    /// `doc-unavailable`; the document is no longer hot.
+    pub fn document_load_failed(&mut self, document: DocumentId) {
+        let Some(hot) = self.documents.remove(&document) else {
+            return;
+        };
+        for input in hot.queued {
+            self.send_unavailable(input.connection, document);
+        }
+        if hot.wanted_locally {
+            self.effects.push(Effect::DocumentUnavailable { document });
+        }
+    }
+
+    /// Creates a new document, lets `init` fill it, and persists it. It is offered to peers (on a
+    /// device) once persisted.
+    pub fn create_document<R>(
+        &mut self,
+        document: DocumentId,
+        init: impl FnOnce(&mut Automerge) -> R,
+    ) -> Result<R> {
+        if self.documents.contains_key(&document) {
+            return Err(Error::invalid(format!(
+                "document {document} already exists"
+            )));
+        }
+        let hot = HotDocument {
+            doc: Some(Automerge::new()),
+            ..HotDocument::default()
+        };
+        self.documents.insert(document, hot);
+        let result = self.local_change(document, init)?;
+        if self.config.role == Role::Device {
+            let connections: Vec<ConnectionId> = self.peers().map(|p| p.connection).collect();
+            for connection in connections {
+                if self.decide(connection, &document) != Access::None {
+                    self.ensure_session(document, connection, Access::ReadWrite);
+                }
+            }
+        }
+        self.flush(document);
+        Ok(result)
+    }
+
+    /// Applies a local edit to a hot document. New changes are persisted (an [`Effect::Persist`])
+    /// and reach peers only after [`SyncEngine::persisted`].
+    pub fn local_change<R>(
+        &mut self,
+        document: DocumentId,
+        edit: impl FnOnce(&mut Automerge) -> R,
+    ) -> Result<R> {
+        let doc = self
+            .documents
+            .get_mut(&document)
+            .and_then(|hot| hot.doc.as_mut())
+            .ok_or_else(|| Error::not_found(format!("document {document} is not open")))?;
+        let before = doc.get_heads();
+        let result = edit(doc);
+        let after = doc.get_heads();
+        if before != after {
+            let changes = doc.save_after(&before);
+            self.persist(document, changes, None);
+        }
+        self.flush(document);
+        Ok(result)
+    }
+
+    /// Applies changes the driver has already made durable (written by another relay process, or
+    /// by the device's own store) and syncs them to peers without another persist.
+    pub fn apply_stored_changes(&mut self, document: DocumentId, changes: &[u8]) -> Result<()> {
+        let doc = self
+            .documents
+            .get_mut(&document)
+            .and_then(|hot| hot.doc.as_mut())
+            .ok_or_else(|| Error::not_found(format!("document {document} is not open")))?;
+        match catch_unwind(AssertUnwindSafe(|| doc.load_incremental(changes))) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Error::malformed(e.to_string())),
+            Err(_) => {
+                self.reload_document(document);
+                return Err(Error::malformed("automerge panicked on stored changes"));
+            }
+        }
+        self.flush(document);
+        Ok(())
+    }
+
+    /// The driver committed the changes of [`Effect::Persist`] `ticket`. Held-back sync messages
+    /// for that document go out once no persist for it is outstanding.
+    pub fn persisted(&mut self, ticket: PersistTicket) {
+        let Some(document) = self.tickets.remove(&ticket) else {
+            return;
+        };
+        let Some(hot) = self.documents.get_mut(&document) else {
+            return;
+        };
+        if let Some(Some(changes)) = hot.pending.remove(&ticket) {
+            self.effects
+                .push(Effect::DocumentChanged { document, changes });
+        }
+        self.flush(document);
+    }
+
+    /// The driver could not commit [`Effect::Persist`] `ticket` (disk full, ...). The in-memory
+    /// document holds changes storage does not, so it is dropped and reloaded from storage; peers
+    /// resync and resend what was lost.
+    pub fn persist_failed(&mut self, ticket: PersistTicket) {
+        if let Some(document) = self.tickets.remove(&ticket) {
+            self.reload_document(document);
+        }
+    }
+
+    /// Drops a hot document from memory. Refused (false) while it loads or has unconfirmed persists.
+    pub fn evict(&mut self, document: DocumentId) -> bool {
+        match self.documents.get(&document) {
+            Some(hot) if hot.doc.is_some() && hot.pending.is_empty() => {
+                self.documents.remove(&document);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A hot document, if loaded.
+    pub fn document(&self, document: &DocumentId) -> Option<&Automerge> {
+        self.documents.get(document)?.doc.as_ref()
+    }
+
+    pub fn heads(&self, document: &DocumentId) -> Option<Vec<ChangeHash>> {
+        self.document(document).map(Automerge::get_heads)
+    }
+
+    /// The whole document in automerge's compact form.
+    pub fn save_document(&self, document: &DocumentId) -> Option<Vec<u8>> {
+        self.document(document).map(Automerge::save)
+    }
+
+    /// Sends application data about a document to every peer syncing it; never stored.
+    pub fn broadcast_ephemeral(&mut self, document: DocumentId, data: Vec<u8>) {
+        self.ephemeral_count += 1;
+        let sender = self.config.peer_id.clone();
+        let session = self.config.ephemeral_session_id.clone();
+        let count = self.ephemeral_count;
+        self.fan_out_ephemeral(document, None, sender, count, session, data);
+    }
+
+    // ---- incoming document messages ---------------------------------------------------------
+
+    fn receive_sync(
+        &mut self,
+        connection: ConnectionId,
+        document: DocumentId,
+        data: Vec<u8>,
+        is_request: bool,
+    ) {
+        let access = self.decide(connection, &document);
+        if access == Access::None {
+            if let Some(hot) = self.documents.get_mut(&document) {
+                hot.sessions.remove(&connection);
+            }
+            return self.send_unavailable(connection, document);
+        }
+        let input = Queued {
+            connection,
+            access,
+            data,
+            is_request,
+        };
+        match self.documents.get_mut(&document) {
+            Some(hot) if hot.doc.is_some() => self.apply_sync(document, input),
+            Some(hot) => hot.queued.push(input),
+            None => {
+                let mut hot = HotDocument::loading();
+                hot.queued.push(input);
+                self.documents.insert(document, hot);
+                self.effects.push(Effect::LoadDocument { document });
+            }
+        }
+    }
+
+    /// Applies one peer's sync message to a loaded document.
+    fn apply_sync(&mut self, document: DocumentId, input: Queued) {
+        let Queued {
+            connection,
+            access,
+            data,
+            is_request,
+        } = input;
+        let is_new_session = self
+            .documents
+            .get(&document)
+            .is_some_and(|hot| !hot.sessions.contains_key(&connection));
+        if is_new_session
+            && self.session_count(connection) >= self.config.limits.max_documents_per_connection
+        {
+            return self.fail(connection, "too many documents on one connection");
+        }
+        self.ensure_session(document, connection, access);
+        let Some(hot) = self.documents.get_mut(&document) else {
+            return;
+        };
+        let (Some(doc), Some(session)) = (hot.doc.as_mut(), hot.sessions.get_mut(&connection))
+        else {
+            return;
+        };
+        session.apply_access(access);
+        if is_request && session.status == PeerStatus::Unknown {
+            session.status = PeerStatus::Wants;
+        }
+        let message = match sync::Message::decode(&data) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(%connection, %document, "undecodable sync message: {e}");
+                self.reset_session(document, connection);
+                return self.flush(document);
+            }
+        };
+        if !message.heads.is_empty() {
+            session.status = PeerStatus::Has;
+        }
+        let before = doc.get_heads();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            doc.receive_sync_message(&mut session.state, message)
+        }));
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(%connection, %document, "automerge rejected a sync message: {e}");
+                if doc.get_heads() == before {
+                    self.reset_session(document, connection);
+                    return self.flush(document);
+                }
+                // Some changes were valid and applied before the error: keep and persist them.
+            }
+            Err(_) => {
+                // The document may be half-updated: rebuild it from storage, and restart this
+                // peer's session from scratch.
+                tracing::error!(%connection, %document, "automerge panicked on a sync message");
+                self.reset_session(document, connection);
+                return self.reload_document(document);
+            }
+        }
+        let after = doc.get_heads();
+        if after != before {
+            let changes = doc.save_after(&before);
+            let paths = changed_paths(doc, &before, &after);
+            self.persist(document, changes, Some(paths));
+        }
+        if is_request && self.answer_unavailable(document, connection) {
+            return;
+        }
+        self.flush(document);
+    }
+
+    /// automerge-repo semantics for a `request` of a document we have no data for: unless another
+    /// peer is supplying it, say so. The requester stays subscribed and gets the document if it
+    /// arrives later.
+    fn answer_unavailable(&mut self, document: DocumentId, connection: ConnectionId) -> bool {
+        let Some(hot) = self.documents.get_mut(&document) else {
+            return false;
+        };
+        let supplied = hot
+            .sessions
+            .iter()
+            .any(|(c, s)| *c != connection && s.status == PeerStatus::Has);
+        if !hot.is_empty() || supplied || !hot.pending.is_empty() {
+            return false;
+        }
+        if let Some(session) = hot.sessions.get_mut(&connection) {
+            session.status = PeerStatus::ToldUnavailable;
+        }
+        self.send_unavailable(connection, document);
+        true
+    }
+
+    fn receive_unavailable(&mut self, connection: ConnectionId, document: DocumentId) {
+        if let Some(session) = self
+            .documents
+            .get_mut(&document)
+            .and_then(|hot| hot.sessions.get_mut(&connection))
+        {
+            session.status = PeerStatus::Unavailable;
+        }
+        self.report_if_unavailable(document);
+    }
+
+    /// Tells the driver a document it opened exists nowhere: not in storage, and every peer
+    /// asked said no (or there is no peer to ask).
+    fn report_if_unavailable(&mut self, document: DocumentId) {
+        let Some(hot) = self.documents.get_mut(&document) else {
+            return;
+        };
+        let nobody_has_it = hot
+            .sessions
+            .values()
+            .all(|s| s.status == PeerStatus::Unavailable);
+        if hot.wanted_locally && hot.doc.is_some() && hot.is_empty() && nobody_has_it {
+            hot.wanted_locally = false;
+            self.effects.push(Effect::DocumentUnavailable { document });
+        }
+    }
+
+    fn receive_ephemeral(
+        &mut self,
+        connection: ConnectionId,
+        document: DocumentId,
+        sender: PeerId,
+        count: u64,
+        session: String,
+        data: Vec<u8>,
+    ) {
+        if self.decide(connection, &document) == Access::None {
+            return;
+        }
+        let seen = self
+            .ephemeral_seen
+            .entry((sender.clone(), session.clone()))
+            .or_insert(0);
+        if count <= *seen && *seen != 0 {
+            return;
+        }
+        *seen = count;
+        self.effects.push(Effect::EphemeralReceived {
+            document,
+            sender: sender.clone(),
+            data: data.clone(),
+        });
+        self.fan_out_ephemeral(document, Some(connection), sender, count, session, data);
+    }
+
+    /// Sends an ephemeral message to every peer syncing the document, except where it came from.
+    fn fan_out_ephemeral(
+        &mut self,
+        document: DocumentId,
+        from: Option<ConnectionId>,
+        sender: PeerId,
+        count: u64,
+        session: String,
+        data: Vec<u8>,
+    ) {
+        let Some(hot) = self.documents.get(&document) else {
+            return;
+        };
+        let targets: Vec<ConnectionId> = hot
+            .sessions
+            .keys()
+            .copied()
+            .filter(|c| Some(*c) != from)
+            .collect();
+        for target in targets {
+            if self.decide(target, &document) == Access::None {
+                continue;
+            }
+            let Some(peer) = self.connections.get(&target).and_then(Connection::peer) else {
+                continue;
+            };
+            let message = Message::Ephemeral {
+                sender_id: sender.clone(),
+                target_id: peer.peer_id.clone(),
+                count,
+                session_id: session.clone(),
+                document_id: document,
+                data: data.clone(),
+            };
+            self.send(target, &message);
+        }
+    }
+
+    // ---- the outgoing side ------------------------------------------------------------------
+
+    /// Generates and sends whatever each peer syncing the document needs, and saves changed sync
+    /// states. Does nothing while the document loads or has unconfirmed persists: that is the
+    /// durability rule, nothing reflecting unpersisted changes leaves.
+    fn flush(&mut self, document: DocumentId) {
+        let Some(hot) = self.documents.get(&document) else {
+            return;
+        };
+        if hot.doc.is_none() || !hot.pending.is_empty() {
+            return;
+        }
+        let connections: Vec<ConnectionId> = hot.sessions.keys().copied().collect();
+        for connection in connections {
+            // The one place access is decided for outgoing messages: a revoked peer stops
+            // hearing about the document at once.
+            let access = self.decide(connection, &document);
+            let Some(peer) = self.connections.get(&connection).and_then(Connection::peer) else {
+                continue;
+            };
+            let peer = peer.clone();
+            let Some(hot) = self.documents.get_mut(&document) else {
+                return;
+            };
+            if access == Access::None {
+                hot.sessions.remove(&connection);
+                continue;
+            }
+            let empty = hot.is_empty();
+            let (Some(doc), Some(session)) = (hot.doc.as_ref(), hot.sessions.get_mut(&connection))
+            else {
+                continue;
+            };
+            if empty && session.status == PeerStatus::ToldUnavailable {
+                continue;
+            }
+            session.apply_access(access);
+            let generated = catch_unwind(AssertUnwindSafe(|| {
+                doc.generate_sync_message(&mut session.state)
+            }));
+            let message = match generated {
+                Ok(message) => message,
+                Err(_) => {
+                    tracing::error!(%connection, %document, "automerge panicked generating a message");
+                    *session = PeerSession::restarted(None, access);
+                    continue;
+                }
+            };
+            let is_request = empty
+                && session.state.shared_heads.is_empty()
+                && session.status == PeerStatus::Unknown;
+            let state_to_save = peer.durable_storage_id().and_then(|storage_id| {
+                let encoded = session.state.encode();
+                if hot.saved_states.get(storage_id) == Some(&encoded) {
+                    None
+                } else {
+                    hot.saved_states.insert(storage_id.clone(), encoded.clone());
+                    Some((storage_id.clone(), encoded))
+                }
+            });
+            if let Some(message) = message {
+                let data = message.encode();
+                let sender_id = self.config.peer_id.clone();
+                let target_id = peer.peer_id.clone();
+                let wire = if is_request {
+                    Message::Request {
+                        sender_id,
+                        target_id,
+                        document_id: document,
+                        data,
+                    }
+                } else {
+                    Message::Sync {
+                        sender_id,
+                        target_id,
+                        document_id: document,
+                        data,
+                    }
+                };
+                self.send(connection, &wire);
+            }
+            if let Some((storage_id, state)) = state_to_save {
+                self.effects.push(Effect::SaveSyncState {
+                    document,
+                    storage_id,
+                    state,
+                });
+            }
+        }
+    }
+
+    fn persist(&mut self, document: DocumentId, changes: Vec<u8>, paths: Option<ChangedPaths>) {
+        self.next_ticket += 1;
+        let ticket = PersistTicket(self.next_ticket);
+        if let Some(hot) = self.documents.get_mut(&document) {
+            hot.pending.insert(ticket, paths);
+        }
+        self.tickets.insert(ticket, document);
+        self.effects.push(Effect::Persist {
+            ticket,
+            document,
+            changes,
+        });
+    }
+
+    /// Throws the in-memory document away and loads it again from storage, keeping the peers
+    /// that were syncing it. Outstanding persists are forgotten: the driver still commits them,
+    /// and (storage effects being ordered) the reload sees them.
+    fn reload_document(&mut self, document: DocumentId) {
+        let Some(old) = self.documents.remove(&document) else {
+            return;
+        };
+        self.tickets.retain(|_, d| *d != document);
+        let hot = HotDocument {
+            wanted_locally: old.wanted_locally,
+            resume_sessions: old.sessions.keys().copied().collect(),
+            queued: old.queued,
+            ..HotDocument::default()
+        };
+        self.documents.insert(document, hot);
+        self.effects.push(Effect::LoadDocument { document });
+    }
+
+    /// Starts this peer's session for the document over, from nothing.
+    fn reset_session(&mut self, document: DocumentId, connection: ConnectionId) {
+        let access = self.decide(connection, &document);
+        if let Some(session) = self
+            .documents
+            .get_mut(&document)
+            .and_then(|hot| hot.sessions.get_mut(&connection))
+        {
+            *session = PeerSession::restarted(None, access);
+        }
+    }
+
+    fn ensure_session(&mut self, document: DocumentId, connection: ConnectionId, access: Access) {
+        let Some(peer) = self.connections.get(&connection).and_then(Connection::peer) else {
+            return;
+        };
+        let storage_id = peer.durable_storage_id().cloned();
+        let Some(hot) = self.documents.get_mut(&document) else {
+            return;
+        };
+        if !hot.sessions.contains_key(&connection) {
+            let saved = storage_id.and_then(|s| hot.saved_states.get(&s));
+            let session = PeerSession::new(saved, access);
+            hot.sessions.insert(connection, session);
+        }
+    }
+
+    fn session_count(&self, connection: ConnectionId) -> usize {
+        self.documents
+            .values()
+            .filter(|hot| hot.sessions.contains_key(&connection))
+            .count()
+    }
+
+    /// The single place where the access policy is consulted.
+    fn decide(&self, connection: ConnectionId, document: &DocumentId) -> Access {
+        match self.connections.get(&connection).and_then(Connection::peer) {
+            Some(peer) => self.policy.access(peer, document),
+            None => Access::None,
+        }
+    }
+
+    fn send_unavailable(&mut self, connection: ConnectionId, document: DocumentId) {
+        let Some(peer) = self.connections.get(&connection).and_then(Connection::peer) else {
+            return;
+        };
+        let message = Message::DocUnavailable {
+            sender_id: self.config.peer_id.clone(),
+            target_id: peer.peer_id.clone(),
+            document_id: document,
+        };
+        self.send(connection, &message);
+    }
+
+    fn send(&mut self, connection: ConnectionId, message: &Message) {
+        self.effects.push(Effect::Send {
+            connection,
+            frame: message.encode(),
+        });
+    }
+
+    /// Tells the peer what went wrong, then closes.
+    fn fail(&mut self, connection: ConnectionId, reason: &str) {
+        tracing::info!(%connection, reason, "closing connection on protocol error");
+        let target_id = self
+            .connections
+            .get(&connection)
+            .and_then(Connection::peer)
+            .map(|p| p.peer_id.clone());
+        let error = Message::Error {
+            sender_id: Some(self.config.peer_id.clone()),
+            target_id,
+            message: reason.to_owned(),
+        };
+        self.send(connection, &error);
+        self.close(connection, reason);
+    }
+
+    fn close(&mut self, connection: ConnectionId, reason: &str) {
+        if self.connections.contains_key(&connection) {
+            self.effects.push(Effect::Close {
+                connection,
+                reason: reason.to_owned(),
+            });
+            self.forget_connection(connection);
+        }
+    }
+
+    fn forget_connection(&mut self, connection: ConnectionId) {
+        let Some(state) = self.connections.remove(&connection) else {
+            return;
+        };
+        let mut touched = Vec::new();
+        for (id, hot) in &mut self.documents {
+            if hot.sessions.remove(&connection).is_some() {
+                touched.push(*id);
+            }
+            hot.queued.retain(|q| q.connection != connection);
+            hot.resume_sessions.retain(|c| *c != connection);
+        }
+        if let Connection::Established(peer) = state {
+            self.effects.push(Effect::PeerLeft(peer));
+        }
+        for document in touched {
+            self.report_if_unavailable(document);
+        }
+    }
+}
+
+/// Which paths changed between two heads, from automerge's own diff.
+fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash]) -> ChangedPaths {
+    let mut top_level_keys = BTreeSet::new();
+    let mut paths: Vec<Vec<Prop>> = Vec::new();
+    for patch in doc.diff(before, after) {
+        let mut path: Vec<Prop> = patch.path.into_iter().map(|(_, prop)| prop).collect();
+        let leaf = match patch.action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
+                Some(Prop::Map(key))
+            }
+            PatchAction::PutSeq { index, .. }
+            | PatchAction::Insert { index, .. }
+            | PatchAction::SpliceText { index, .. }
+            | PatchAction::DeleteSeq { index, .. } => Some(Prop::Seq(index)),
+            PatchAction::Increment { prop, .. } | PatchAction::Conflict { prop } => Some(prop),
+            PatchAction::Mark { .. } => None,
+        };
+        path.extend(leaf);
+        if let Some(Prop::Map(key)) = path.first() {
+            top_level_keys.insert(key.clone());
+        }
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    ChangedPaths {
+        heads: after.to_vec(),
+        top_level_keys,
+        paths,
+    }
+}

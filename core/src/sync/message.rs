@@ -1,0 +1,683 @@
+//! The automerge-repo network protocol messages (version "1") and their CBOR form: one CBOR map
+//! per websocket binary frame.
+//!
+//! The field names and their order follow what the official JS implementation writes
+//! (`@automerge/automerge-repo` and its websocket adapter): `peerMetadata` rather than the
+//! `metadata` the README's CDDL names, the document id as a bs58check string, `data` as a CBOR byte
+//! string. Decoding is lenient where the JS side is loose: `metadata` is read as well as
+//! `peerMetadata`, CBOR `undefined` and `null` count as absent, a document id may also come as raw
+//! bytes, and `count` may be a float because JS numbers are.
+//!
+//! Message types this engine does not act on (`remote-subscription-change`,
+//! `remote-heads-changed`, or anything newer) decode to [`Message::Other`], so the engine can
+//! ignore them as the JS repo does, instead of failing the connection.
+
+use ciborium::Value;
+
+use super::{PeerId, PeerMetadata, StorageId};
+use crate::error::{Error, Result};
+use crate::ids::DocumentId;
+
+/// The only protocol version there is.
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// One protocol message.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Message {
+    /// The initiating peer's opening message.
+    Join {
+        sender_id: PeerId,
+        supported_protocol_versions: Vec<String>,
+        metadata: Option<PeerMetadata>,
+    },
+    /// The receiving peer's answer to `join`.
+    Peer {
+        sender_id: PeerId,
+        selected_protocol_version: String,
+        target_id: PeerId,
+        metadata: Option<PeerMetadata>,
+    },
+    /// Advisory: the sender is about to disconnect.
+    Leave { sender_id: PeerId },
+    /// Like `sync`, but the sender wants `doc-unavailable` back if the target does not have the
+    /// document.
+    Request {
+        sender_id: PeerId,
+        target_id: PeerId,
+        document_id: DocumentId,
+        /// An encoded `automerge::sync::Message`.
+        data: Vec<u8>,
+    },
+    /// One automerge sync message for one document.
+    Sync {
+        sender_id: PeerId,
+        target_id: PeerId,
+        document_id: DocumentId,
+        /// An encoded `automerge::sync::Message`.
+        data: Vec<u8>,
+    },
+    /// The sender does not have the document (or will not say that it has).
+    DocUnavailable {
+        sender_id: PeerId,
+        target_id: PeerId,
+        document_id: DocumentId,
+    },
+    /// Application data about a document that is relayed, never stored.
+    Ephemeral {
+        sender_id: PeerId,
+        target_id: PeerId,
+        count: u64,
+        session_id: String,
+        document_id: DocumentId,
+        data: Vec<u8>,
+    },
+    /// A protocol error; the sender closes the connection after it.
+    Error {
+        sender_id: Option<PeerId>,
+        target_id: Option<PeerId>,
+        message: String,
+    },
+    /// A well-formed message of a type this engine does not act on.
+    Other { message_type: String },
+}
+
+impl Message {
+    /// The protocol's name for this message's type.
+    pub fn message_type(&self) -> &str {
+        match self {
+            Self::Join { .. } => "join",
+            Self::Peer { .. } => "peer",
+            Self::Leave { .. } => "leave",
+            Self::Request { .. } => "request",
+            Self::Sync { .. } => "sync",
+            Self::DocUnavailable { .. } => "doc-unavailable",
+            Self::Ephemeral { .. } => "ephemeral",
+            Self::Error { .. } => "error",
+            Self::Other { message_type } => message_type,
+        }
+    }
+
+    /// Encodes the message as one CBOR map.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut map = MapBuilder::default();
+        map.text("type", self.message_type());
+        // Field order mirrors the JS implementation, so our frames match its byte for byte.
+        match self {
+            Self::Join {
+                sender_id,
+                supported_protocol_versions,
+                metadata,
+            } => {
+                map.text("senderId", sender_id.as_str());
+                if let Some(metadata) = metadata {
+                    map.value("peerMetadata", encode_metadata(metadata));
+                }
+                map.value(
+                    "supportedProtocolVersions",
+                    Value::Array(
+                        supported_protocol_versions
+                            .iter()
+                            .map(|v| Value::Text(v.clone()))
+                            .collect(),
+                    ),
+                );
+            }
+            Self::Peer {
+                sender_id,
+                selected_protocol_version,
+                target_id,
+                metadata,
+            } => {
+                map.text("senderId", sender_id.as_str());
+                if let Some(metadata) = metadata {
+                    map.value("peerMetadata", encode_metadata(metadata));
+                }
+                map.text("selectedProtocolVersion", selected_protocol_version);
+                map.text("targetId", target_id.as_str());
+            }
+            Self::Leave { sender_id } => map.text("senderId", sender_id.as_str()),
+            Self::Request {
+                sender_id,
+                target_id,
+                document_id,
+                data,
+            } => {
+                map.text("targetId", target_id.as_str());
+                map.text("documentId", &document_id.to_string());
+                map.value("data", Value::Bytes(data.clone()));
+                map.text("senderId", sender_id.as_str());
+            }
+            Self::Sync {
+                sender_id,
+                target_id,
+                document_id,
+                data,
+            } => {
+                map.text("targetId", target_id.as_str());
+                map.value("data", Value::Bytes(data.clone()));
+                map.text("documentId", &document_id.to_string());
+                map.text("senderId", sender_id.as_str());
+            }
+            Self::DocUnavailable {
+                sender_id,
+                target_id,
+                document_id,
+            } => {
+                map.text("documentId", &document_id.to_string());
+                map.text("targetId", target_id.as_str());
+                map.text("senderId", sender_id.as_str());
+            }
+            Self::Ephemeral {
+                sender_id,
+                target_id,
+                count,
+                session_id,
+                document_id,
+                data,
+            } => {
+                map.text("targetId", target_id.as_str());
+                map.text("documentId", &document_id.to_string());
+                map.value("data", Value::Bytes(data.clone()));
+                map.value("count", Value::Integer((*count).into()));
+                map.text("sessionId", session_id);
+                map.text("senderId", sender_id.as_str());
+            }
+            Self::Error {
+                sender_id,
+                target_id,
+                message,
+            } => {
+                if let Some(sender_id) = sender_id {
+                    map.text("senderId", sender_id.as_str());
+                }
+                map.text("message", message);
+                if let Some(target_id) = target_id {
+                    map.text("targetId", target_id.as_str());
+                }
+            }
+            Self::Other { .. } => {}
+        }
+        let mut bytes = Vec::new();
+        // Writing a `Value` into a `Vec` cannot fail: there is no IO error and every value is
+        // representable.
+        if ciborium::into_writer(&Value::Map(map.0), &mut bytes).is_err() {
+            bytes.clear();
+        }
+        bytes
+    }
+
+    /// Decodes one frame. Errors are [`Error::Protocol`] with a message fit to send back to the
+    /// peer in an `error` message.
+    pub fn decode(frame: &[u8]) -> Result<Self> {
+        let value: Value = ciborium::from_reader(frame)
+            .map_err(|e| Error::protocol(format!("frame is not valid CBOR: {e}")))?;
+        let Value::Map(entries) = value else {
+            return Err(Error::protocol("frame is not a CBOR map"));
+        };
+        let fields = Fields(entries);
+        let message_type = fields.required_text("type")?;
+        let message = match message_type.as_str() {
+            "join" => Self::Join {
+                sender_id: fields.peer_id("senderId")?,
+                // The JS server treats a missing list as "1"; so do we.
+                supported_protocol_versions: match fields.get("supportedProtocolVersions") {
+                    None => vec![PROTOCOL_VERSION.to_owned()],
+                    Some(value) => text_array(value, "supportedProtocolVersions")?,
+                },
+                metadata: fields.metadata()?,
+            },
+            "peer" => Self::Peer {
+                sender_id: fields.peer_id("senderId")?,
+                selected_protocol_version: fields.required_text("selectedProtocolVersion")?,
+                target_id: fields.peer_id("targetId")?,
+                metadata: fields.metadata()?,
+            },
+            "leave" => Self::Leave {
+                sender_id: fields.peer_id("senderId")?,
+            },
+            "request" => Self::Request {
+                sender_id: fields.peer_id("senderId")?,
+                target_id: fields.peer_id("targetId")?,
+                document_id: fields.document_id()?,
+                data: fields.bytes("data")?,
+            },
+            "sync" => Self::Sync {
+                sender_id: fields.peer_id("senderId")?,
+                target_id: fields.peer_id("targetId")?,
+                document_id: fields.document_id()?,
+                data: fields.bytes("data")?,
+            },
+            "doc-unavailable" => Self::DocUnavailable {
+                sender_id: fields.peer_id("senderId")?,
+                target_id: fields.peer_id("targetId")?,
+                document_id: fields.document_id()?,
+            },
+            "ephemeral" => Self::Ephemeral {
+                sender_id: fields.peer_id("senderId")?,
+                target_id: fields.peer_id("targetId")?,
+                count: fields.count()?,
+                session_id: fields.required_text("sessionId")?,
+                document_id: fields.document_id()?,
+                data: fields.bytes("data")?,
+            },
+            "error" => Self::Error {
+                sender_id: fields.optional_text("senderId")?.map(PeerId::from),
+                target_id: fields.optional_text("targetId")?.map(PeerId::from),
+                message: fields.optional_text("message")?.unwrap_or_default(),
+            },
+            _ => Self::Other { message_type },
+        };
+        Ok(message)
+    }
+}
+
+/// Map entries in insertion order.
+#[derive(Default)]
+struct MapBuilder(Vec<(Value, Value)>);
+
+impl MapBuilder {
+    fn text(&mut self, key: &str, value: &str) {
+        self.value(key, Value::Text(value.to_owned()));
+    }
+
+    fn value(&mut self, key: &str, value: Value) {
+        self.0.push((Value::Text(key.to_owned()), value));
+    }
+}
+
+fn encode_metadata(metadata: &PeerMetadata) -> Value {
+    let mut map = MapBuilder::default();
+    if let Some(storage_id) = &metadata.storage_id {
+        map.text("storageId", storage_id.as_str());
+    }
+    map.value("isEphemeral", Value::Bool(metadata.is_ephemeral));
+    Value::Map(map.0)
+}
+
+/// The entries of a decoded map, looked up by text key.
+struct Fields(Vec<(Value, Value)>);
+
+impl Fields {
+    /// The value under `key`; `null` and `undefined` (which cbor-x writes for JS `undefined`)
+    /// count as absent.
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find_map(|(k, v)| match (k, v) {
+            (_, Value::Null) => None,
+            (Value::Text(k), v) if k == key => Some(v),
+            _ => None,
+        })
+    }
+
+    fn optional_text(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Text(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(Error::protocol(format!("`{key}` is not a string"))),
+        }
+    }
+
+    fn required_text(&self, key: &str) -> Result<String> {
+        self.optional_text(key)?
+            .ok_or_else(|| Error::protocol(format!("missing `{key}`")))
+    }
+
+    fn peer_id(&self, key: &str) -> Result<PeerId> {
+        self.required_text(key).map(PeerId::from)
+    }
+
+    fn document_id(&self) -> Result<DocumentId> {
+        match self.get("documentId") {
+            None => Err(Error::protocol("missing `documentId`")),
+            Some(Value::Text(text)) => DocumentId::parse(text)
+                .map_err(|e| Error::protocol(format!("bad `documentId`: {e}"))),
+            // samod and older JS peers may send the raw 16 bytes.
+            Some(Value::Bytes(bytes)) => DocumentId::from_slice(bytes)
+                .map_err(|e| Error::protocol(format!("bad `documentId`: {e}"))),
+            Some(_) => Err(Error::protocol("`documentId` is not a string")),
+        }
+    }
+
+    fn bytes(&self, key: &str) -> Result<Vec<u8>> {
+        let mut value = self
+            .get(key)
+            .ok_or_else(|| Error::protocol(format!("missing `{key}`")))?;
+        // A typed-array tag (cbor-x's `tagUint8Array`) wraps the byte string; look through it.
+        while let Value::Tag(_, inner) = value {
+            value = inner;
+        }
+        match value {
+            Value::Bytes(bytes) => Ok(bytes.clone()),
+            _ => Err(Error::protocol(format!("`{key}` is not a byte string"))),
+        }
+    }
+
+    fn count(&self) -> Result<u64> {
+        match self.get("count") {
+            None => Err(Error::protocol("missing `count`")),
+            Some(Value::Integer(n)) => {
+                u64::try_from(*n).map_err(|_| Error::protocol("`count` is out of range"))
+            }
+            Some(Value::Float(f)) if f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64 => {
+                Ok(*f as u64)
+            }
+            Some(_) => Err(Error::protocol("`count` is not a non-negative integer")),
+        }
+    }
+
+    /// `peerMetadata` as the implementations send it, or `metadata` as the README names it.
+    fn metadata(&self) -> Result<Option<PeerMetadata>> {
+        let Some(value) = self.get("peerMetadata").or_else(|| self.get("metadata")) else {
+            return Ok(None);
+        };
+        let Value::Map(entries) = value else {
+            return Err(Error::protocol("`peerMetadata` is not a map"));
+        };
+        let fields = Fields(entries.clone());
+        let is_ephemeral = match fields.get("isEphemeral") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(Error::protocol("`isEphemeral` is not a boolean")),
+        };
+        Ok(Some(PeerMetadata {
+            storage_id: fields.optional_text("storageId")?.map(StorageId::from),
+            is_ephemeral,
+        }))
+    }
+}
+
+fn text_array(value: &Value, key: &str) -> Result<Vec<String>> {
+    let Value::Array(items) = value else {
+        return Err(Error::protocol(format!("`{key}` is not an array")));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Text(text) => Ok(text.clone()),
+            _ => Err(Error::protocol(format!("`{key}` holds a non-string"))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A fixed document id and its bs58check form, as automerge-repo writes it.
+    fn doc() -> DocumentId {
+        DocumentId::from_bytes([7; 16])
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// CBOR text string header + bytes, for writing fixtures by hand.
+    fn text(s: &str) -> String {
+        assert!(s.len() < 24);
+        format!("{:02x}{}", 0x60 + s.len(), hex(s.as_bytes()))
+    }
+
+    /// Long text (24..256 bytes): header 0x78 + one length byte.
+    fn text8(s: &str) -> String {
+        assert!((24..256).contains(&s.len()));
+        format!("78{:02x}{}", s.len(), hex(s.as_bytes()))
+    }
+
+    fn any_text(s: &str) -> String {
+        if s.len() < 24 { text(s) } else { text8(s) }
+    }
+
+    #[test]
+    fn join_matches_the_js_client_frame() {
+        let message = Message::Join {
+            sender_id: "alice".into(),
+            supported_protocol_versions: vec!["1".into()],
+            metadata: Some(PeerMetadata {
+                storage_id: Some("st".into()),
+                is_ephemeral: false,
+            }),
+        };
+        // {type: "join", senderId: "alice", peerMetadata: {storageId: "st", isEphemeral: false},
+        //  supportedProtocolVersions: ["1"]} — the key order of the JS `joinMessage()`.
+        let expected = format!(
+            "a4{}{}{}{}{}a2{}{}{}f4{}81{}",
+            text("type"),
+            text("join"),
+            text("senderId"),
+            text("alice"),
+            text("peerMetadata"),
+            text("storageId"),
+            text("st"),
+            text("isEphemeral"),
+            any_text("supportedProtocolVersions"),
+            text("1"),
+        );
+        assert_eq!(hex(&message.encode()), expected);
+        assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+    }
+
+    #[test]
+    fn peer_matches_the_js_server_frame() {
+        let message = Message::Peer {
+            sender_id: "relay".into(),
+            selected_protocol_version: "1".into(),
+            target_id: "alice".into(),
+            metadata: Some(PeerMetadata {
+                storage_id: None,
+                is_ephemeral: true,
+            }),
+        };
+        let expected = format!(
+            "a5{}{}{}{}{}a1{}f5{}{}{}{}",
+            text("type"),
+            text("peer"),
+            text("senderId"),
+            text("relay"),
+            text("peerMetadata"),
+            text("isEphemeral"),
+            any_text("selectedProtocolVersion"),
+            text("1"),
+            text("targetId"),
+            text("alice"),
+        );
+        assert_eq!(hex(&message.encode()), expected);
+        assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+    }
+
+    #[test]
+    fn sync_carries_a_byte_string_and_a_bs58check_id() {
+        let message = Message::Sync {
+            sender_id: "a".into(),
+            target_id: "b".into(),
+            document_id: doc(),
+            data: vec![0x42, 0, 1],
+        };
+        let id = doc().to_string();
+        let expected = format!(
+            "a5{}{}{}{}{}43420001{}{}{}{}",
+            text("type"),
+            text("sync"),
+            text("targetId"),
+            text("b"),
+            text("data"),
+            text("documentId"),
+            any_text(&id),
+            text("senderId"),
+            text("a"),
+        );
+        assert_eq!(hex(&message.encode()), expected);
+        assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let messages = [
+            Message::Leave {
+                sender_id: "a".into(),
+            },
+            Message::Request {
+                sender_id: "a".into(),
+                target_id: "b".into(),
+                document_id: doc(),
+                data: vec![1, 2],
+            },
+            Message::DocUnavailable {
+                sender_id: "a".into(),
+                target_id: "b".into(),
+                document_id: doc(),
+            },
+            Message::Ephemeral {
+                sender_id: "a".into(),
+                target_id: "b".into(),
+                count: 3,
+                session_id: "s".into(),
+                document_id: doc(),
+                data: vec![0xa0],
+            },
+            Message::Error {
+                sender_id: Some("a".into()),
+                target_id: None,
+                message: "unsupported protocol version".into(),
+            },
+        ];
+        for message in messages {
+            assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+        }
+    }
+
+    /// Encodes an arbitrary map of (key, value) for decoder tests.
+    fn frame(entries: Vec<(&str, Value)>) -> Vec<u8> {
+        let map = entries
+            .into_iter()
+            .map(|(k, v)| (Value::Text(k.into()), v))
+            .collect();
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&Value::Map(map), &mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn the_readme_spelling_metadata_and_js_undefined_are_accepted() {
+        // cbor-x writes JS `undefined` as simple value 23; ciborium reads it as null.
+        let bytes = frame(vec![
+            ("type", Value::Text("join".into())),
+            ("senderId", Value::Text("a".into())),
+            (
+                "supportedProtocolVersions",
+                Value::Array(vec![Value::Text("1".into())]),
+            ),
+            (
+                "metadata",
+                Value::Map(vec![
+                    (Value::Text("storageId".into()), Value::Null),
+                    (Value::Text("isEphemeral".into()), Value::Bool(true)),
+                ]),
+            ),
+        ]);
+        let mut with_undefined = bytes.clone();
+        // Swap the null (0xf6) for undefined (0xf7).
+        let at = with_undefined.iter().rposition(|b| *b == 0xf6).unwrap();
+        with_undefined[at] = 0xf7;
+        for bytes in [bytes, with_undefined] {
+            assert_eq!(
+                Message::decode(&bytes).unwrap(),
+                Message::Join {
+                    sender_id: "a".into(),
+                    supported_protocol_versions: vec!["1".into()],
+                    metadata: Some(PeerMetadata {
+                        storage_id: None,
+                        is_ephemeral: true
+                    }),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn js_float_counts_and_binary_document_ids_are_accepted() {
+        let bytes = frame(vec![
+            ("type", Value::Text("ephemeral".into())),
+            ("senderId", Value::Text("a".into())),
+            ("targetId", Value::Text("b".into())),
+            ("count", Value::Float(4.0)),
+            ("sessionId", Value::Text("s".into())),
+            ("documentId", Value::Bytes(vec![7; 16])),
+            ("data", Value::Tag(64, Box::new(Value::Bytes(vec![1])))),
+        ]);
+        let Message::Ephemeral {
+            count,
+            document_id,
+            data,
+            ..
+        } = Message::decode(&bytes).unwrap()
+        else {
+            panic!("not ephemeral");
+        };
+        assert_eq!((count, document_id, data), (4, doc(), vec![1]));
+    }
+
+    #[test]
+    fn unknown_and_gossip_types_decode_to_other() {
+        for kind in [
+            "remote-heads-changed",
+            "remote-subscription-change",
+            "future",
+        ] {
+            let bytes = frame(vec![
+                ("type", Value::Text(kind.into())),
+                ("senderId", Value::Text("a".into())),
+            ]);
+            assert_eq!(
+                Message::decode(&bytes).unwrap(),
+                Message::Other {
+                    message_type: kind.into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn bad_frames_get_clear_errors() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![], "not valid CBOR"),
+            (vec![0xff, 0x00], "not valid CBOR"),
+            (frame(vec![]), "missing `type`"),
+            (vec![0x83, 1, 2, 3], "not a CBOR map"),
+            (
+                frame(vec![
+                    ("type", Value::Text("sync".into())),
+                    ("senderId", Value::Text("a".into())),
+                    ("targetId", Value::Text("b".into())),
+                    ("documentId", Value::Text("nope".into())),
+                    ("data", Value::Bytes(vec![])),
+                ]),
+                "bad `documentId`",
+            ),
+            (
+                frame(vec![
+                    ("type", Value::Text("sync".into())),
+                    ("senderId", Value::Text("a".into())),
+                    ("targetId", Value::Text("b".into())),
+                    ("documentId", Value::Text(doc().to_string())),
+                    ("data", Value::Text("not bytes".into())),
+                ]),
+                "`data` is not a byte string",
+            ),
+            (
+                frame(vec![
+                    ("type", Value::Text("join".into())),
+                    ("senderId", Value::Integer(3.into())),
+                ]),
+                "`senderId` is not a string",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let error = Message::decode(&bytes).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
+        }
+    }
+}

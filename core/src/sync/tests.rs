@@ -1,0 +1,584 @@
+//! Engine behaviour as specifications, run in the in-memory [`Harness`].
+
+#![allow(clippy::unwrap_used)]
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, AutomergeError, ROOT, ReadDoc};
+
+use super::harness::Harness;
+use super::{
+    Access, AccessPolicy, ConnectionId, Effect, EngineConfig, Limits, Message, PeerInfo, Role,
+    SyncEngine,
+};
+use crate::ids::DocumentId;
+
+fn device(name: &str) -> EngineConfig {
+    EngineConfig::new(name, Role::Device).with_storage_id(format!("{name}-storage"))
+}
+
+fn relay() -> EngineConfig {
+    EngineConfig::new("relay", Role::Relay).with_storage_id("relay-storage")
+}
+
+fn put(doc: &mut Automerge, key: &str, value: &str) {
+    doc.transact::<_, _, AutomergeError>(|tx| {
+        tx.put(ROOT, key, value)?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn get(h: &mut Harness, node: usize, doc: DocumentId, key: &str) -> Option<String> {
+    let d = h.engine(node).document(&doc)?;
+    let (value, _) = d.get(ROOT, key).unwrap()?;
+    value.as_str().map(str::to_owned)
+}
+
+/// Sync and request frames about `doc` that `node` sent from index `from` on.
+fn doc_frames(h: &Harness, node: usize, doc: DocumentId, from: usize) -> usize {
+    h.nodes[node].sent[from..]
+        .iter()
+        .filter(|(_, m, _)| {
+            matches!(m, Message::Sync { document_id, .. } | Message::Request { document_id, .. }
+                if *document_id == doc)
+        })
+        .count()
+}
+
+fn unavailable_sent(h: &Harness, node: usize, doc: DocumentId) -> bool {
+    h.nodes[node].sent.iter().any(
+        |(_, m, _)| matches!(m, Message::DocUnavailable { document_id, .. } if *document_id == doc),
+    )
+}
+
+fn closed(h: &Harness, node: usize, connection: ConnectionId) -> bool {
+    h.nodes[node]
+        .events
+        .iter()
+        .any(|e| matches!(e, Effect::Close { connection: c, .. } if *c == connection))
+}
+
+/// A relay and two devices, both connected; device A created `doc` with mentee "Ana".
+fn relay_and_two_devices() -> (Harness, [usize; 3], DocumentId) {
+    let mut h = Harness::default();
+    let r = h.add(relay());
+    let a = h.add(device("a"));
+    let b = h.add(device("b"));
+    let doc = DocumentId::random();
+    h.engine(a)
+        .create_document(doc, |d| put(d, "mentee", "Ana"))
+        .unwrap();
+    h.connect(a, r);
+    h.connect(b, r);
+    h.run_until_quiet();
+    (h, [r, a, b], doc)
+}
+
+#[test]
+fn two_devices_converge_through_the_relay() {
+    let (mut h, [r, a, b], doc) = relay_and_two_devices();
+    assert!(
+        h.nodes[r].storage.documents.contains_key(&doc),
+        "the relay stores what clients send"
+    );
+
+    // B has never seen the document: opening it requests it from the relay.
+    h.engine(b).open_document(doc);
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, b, doc, "mentee").as_deref(), Some("Ana"));
+
+    h.engine(b)
+        .local_change(doc, |d| put(d, "goals", "read more"))
+        .unwrap();
+    h.engine(a)
+        .local_change(doc, |d| put(d, "term", "fall"))
+        .unwrap();
+    h.run_until_quiet();
+
+    let heads: Vec<_> = [r, a, b].iter().map(|n| h.engine(*n).heads(&doc)).collect();
+    assert!(heads.iter().all(|x| *x == heads[0]), "all three converge");
+    assert_eq!(get(&mut h, a, doc, "goals").as_deref(), Some("read more"));
+    assert_eq!(get(&mut h, b, doc, "term").as_deref(), Some("fall"));
+
+    // A hears which top-level key changed, once it is durable on A.
+    let changed = h.nodes[a].events.iter().find_map(|e| match e {
+        Effect::DocumentChanged { document, changes } if *document == doc => Some(changes),
+        _ => None,
+    });
+    assert!(changed.unwrap().top_level_keys.contains("goals"));
+}
+
+#[test]
+fn a_device_that_was_offline_catches_up() {
+    let (mut h, [r, a, b], doc) = relay_and_two_devices();
+    h.engine(b).open_document(doc);
+    h.run_until_quiet();
+    let b_conn = h.engine(b).peers().next().unwrap().connection;
+    h.drop_link(b, b_conn);
+    h.run_until_quiet();
+
+    for i in 0..5 {
+        h.engine(a)
+            .local_change(doc, |d| put(d, "note", &format!("edit {i}")))
+            .unwrap();
+    }
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, b, doc, "note"), None, "B is offline");
+
+    h.connect(b, r);
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, b, doc, "note").as_deref(), Some("edit 4"));
+    assert_eq!(h.engine(b).heads(&doc), h.engine(a).heads(&doc));
+}
+
+#[test]
+fn an_unknown_document_is_unavailable() {
+    let (mut h, [r, _, b], _) = relay_and_two_devices();
+    let nowhere = DocumentId::random();
+    h.engine(b).open_document(nowhere);
+    h.run_until_quiet();
+    assert!(unavailable_sent(&h, r, nowhere));
+    assert!(
+        h.nodes[b]
+            .events
+            .iter()
+            .any(|e| matches!(e, Effect::DocumentUnavailable { document } if *document == nowhere))
+    );
+    assert!(
+        !h.nodes[r].storage.documents.contains_key(&nowhere),
+        "nothing stored"
+    );
+
+    // With no peer at all, the answer comes from storage alone.
+    let mut lonely = Harness::default();
+    let d = lonely.add(device("d"));
+    lonely.engine(d).open_document(nowhere);
+    lonely.run_until_quiet();
+    assert!(matches!(
+        lonely.nodes[d].events.as_slice(),
+        [Effect::DocumentUnavailable { .. }]
+    ));
+}
+
+#[test]
+fn a_document_requested_before_it_exists_arrives_when_it_is_created() {
+    let mut h = Harness::default();
+    let r = h.add(relay());
+    let a = h.add(device("a"));
+    let b = h.add(device("b"));
+    h.connect(a, r);
+    h.connect(b, r);
+    h.run_until_quiet();
+    let doc = DocumentId::random();
+    h.engine(b).open_document(doc);
+    h.run_until_quiet();
+    assert!(unavailable_sent(&h, r, doc));
+
+    h.engine(a)
+        .create_document(doc, |d| put(d, "mentee", "Ana"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, b, doc, "mentee").as_deref(), Some("Ana"));
+}
+
+/// The relay's policy in these tests: `mallory` may not see `secret`, `reader` may only read it.
+struct Policy {
+    secret: DocumentId,
+}
+
+impl AccessPolicy for Policy {
+    fn access(&self, peer: &PeerInfo, document: &DocumentId) -> Access {
+        match (peer.peer_id.as_str(), *document == self.secret) {
+            ("mallory", true) => Access::None,
+            ("reader", true) => Access::Read,
+            _ => Access::ReadWrite,
+        }
+    }
+}
+
+fn relay_with_policy(secret: DocumentId) -> (Harness, usize, usize) {
+    let mut h = Harness::default();
+    let r = h.add_with_policy(relay(), Box::new(Policy { secret }));
+    let a = h.add(device("a"));
+    h.engine(a)
+        .create_document(secret, |d| put(d, "notes", "private"))
+        .unwrap();
+    h.connect(a, r);
+    h.run_until_quiet();
+    (h, r, a)
+}
+
+#[test]
+fn access_none_answers_like_an_absent_document() {
+    let secret = DocumentId::random();
+    let (mut h, r, _) = relay_with_policy(secret);
+    let m = h.add(device("mallory"));
+    let (_, m_on_r) = h.connect(m, r);
+    h.run_until_quiet();
+
+    let absent = DocumentId::random();
+    h.engine(m).open_document(secret);
+    h.engine(m).open_document(absent);
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, m, secret, "notes"), None);
+    // The two answers are the same message but for the document id.
+    let answers: Vec<_> = h.nodes[r]
+        .sent
+        .iter()
+        .filter(|(c, _, _)| *c == m_on_r)
+        .filter_map(|(_, msg, _)| match msg {
+            Message::DocUnavailable {
+                sender_id,
+                target_id,
+                ..
+            } => Some((sender_id.clone(), target_id.clone())),
+            Message::Sync { document_id, .. } if *document_id == secret => {
+                panic!("the relay spoke about the secret document")
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0], answers[1]);
+
+    // Mallory writing to the secret document changes nothing on the relay.
+    let before = h.nodes[r].storage.documents[&secret].clone();
+    let m2 = h.add(device("mallory"));
+    h.engine(m2)
+        .create_document(secret, |d| put(d, "notes", "defaced"))
+        .unwrap();
+    h.connect(m2, r);
+    h.run_until_quiet();
+    assert_eq!(h.nodes[r].storage.documents[&secret], before);
+    assert_eq!(get(&mut h, r, secret, "notes").as_deref(), Some("private"));
+}
+
+#[test]
+fn a_reader_receives_changes_but_its_own_are_never_applied() {
+    let secret = DocumentId::random();
+    let (mut h, r, a) = relay_with_policy(secret);
+    let reader = h.add(device("reader"));
+    h.connect(reader, r);
+    h.engine(reader).open_document(secret);
+    h.run_until_quiet();
+    assert_eq!(
+        get(&mut h, reader, secret, "notes").as_deref(),
+        Some("private")
+    );
+
+    let persists = h.nodes[r].storage.persists;
+    h.engine(reader)
+        .local_change(secret, |d| put(d, "notes", "overwritten"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(
+        h.nodes[r].storage.persists, persists,
+        "nothing persisted on the relay"
+    );
+    assert_eq!(get(&mut h, r, secret, "notes").as_deref(), Some("private"));
+    assert_eq!(
+        get(&mut h, a, secret, "notes").as_deref(),
+        Some("private"),
+        "nothing forwarded"
+    );
+
+    // The writer's changes still reach the reader.
+    h.engine(a)
+        .local_change(secret, |d| put(d, "mood", "good"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, reader, secret, "mood").as_deref(), Some("good"));
+}
+
+#[test]
+fn nothing_about_unpersisted_changes_leaves_the_relay() {
+    let (mut h, [r, a, b], doc) = relay_and_two_devices();
+    h.engine(b).open_document(doc);
+    h.run_until_quiet();
+
+    h.nodes[r].hold_persists = true;
+    let mark = h.nodes[r].sent.len();
+    h.engine(a)
+        .local_change(doc, |d| put(d, "goals", "finish essay"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(
+        doc_frames(&h, r, doc, mark),
+        0,
+        "no reply to A, no fan-out to B"
+    );
+    assert_eq!(get(&mut h, b, doc, "goals"), None);
+
+    h.release_persists(r);
+    h.run_until_quiet();
+    assert!(doc_frames(&h, r, doc, mark) > 0);
+    assert_eq!(
+        get(&mut h, b, doc, "goals").as_deref(),
+        Some("finish essay")
+    );
+    assert_eq!(h.engine(a).heads(&doc), h.engine(b).heads(&doc));
+}
+
+#[test]
+fn a_local_change_is_not_sent_before_it_is_persisted() {
+    let (mut h, [r, a, _], doc) = relay_and_two_devices();
+    h.nodes[a].hold_persists = true;
+    let mark = h.nodes[a].sent.len();
+    h.engine(a)
+        .local_change(doc, |d| put(d, "term", "spring"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(doc_frames(&h, a, doc, mark), 0);
+    h.release_persists(a);
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, r, doc, "term").as_deref(), Some("spring"));
+}
+
+#[test]
+fn ephemeral_messages_are_forwarded_and_never_stored() {
+    let (mut h, [r, a, b], doc) = relay_and_two_devices();
+    h.engine(b).open_document(doc);
+    h.run_until_quiet();
+    let persists = h.nodes[r].storage.persists;
+    h.engine(a).broadcast_ephemeral(doc, vec![1, 2, 3]);
+    h.run_until_quiet();
+    assert!(h.nodes[b].events.iter().any(|e| matches!(
+        e,
+        Effect::EphemeralReceived { data, sender, .. } if data == &[1, 2, 3] && sender.as_str() == "a"
+    )));
+    assert_eq!(h.nodes[r].storage.persists, persists);
+}
+
+fn established_pair() -> (Harness, usize, usize, ConnectionId, ConnectionId) {
+    let mut h = Harness::default();
+    let r = h.add(relay().with_limits(Limits {
+        max_frame_bytes: 1024,
+        ..Limits::default()
+    }));
+    let a = h.add(device("a"));
+    let (on_a, on_r) = h.connect(a, r);
+    h.run_until_quiet();
+    (h, r, a, on_a, on_r)
+}
+
+fn sent_error(h: &Harness, node: usize, connection: ConnectionId) -> Option<String> {
+    h.nodes[node].sent.iter().find_map(|(c, m, _)| match m {
+        Message::Error { message, .. } if *c == connection => Some(message.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn bad_frames_get_an_error_and_a_close() {
+    let oversize = vec![0u8; 2048];
+    let join_again = Message::Join {
+        sender_id: "a".into(),
+        supported_protocol_versions: vec!["1".into()],
+        metadata: None,
+    }
+    .encode();
+    let cases: [(&[u8], &str); 3] = [
+        (b"\xff\x00garbage", "not valid CBOR"),
+        (&oversize, "exceeds the limit"),
+        (&join_again, "handshake message after the handshake"),
+    ];
+    for (frame, expected) in cases {
+        let (mut h, r, _, _, on_r) = established_pair();
+        let other = h.add(device("other"));
+        let (_, other_on_r) = h.connect(other, r);
+        h.run_until_quiet();
+        h.inject(r, on_r, frame);
+        h.run_until_quiet();
+        let error = sent_error(&h, r, on_r).unwrap();
+        assert!(
+            error.contains(expected),
+            "{error:?} should mention {expected:?}"
+        );
+        assert!(closed(&h, r, on_r));
+        assert!(
+            !closed(&h, r, other_on_r),
+            "other connections are unaffected"
+        );
+    }
+}
+
+#[test]
+fn the_handshake_is_enforced() {
+    let mut h = Harness::default();
+    let r = h.add(relay());
+    let a = h.add(device("a"));
+    let (_, on_r) = h.connect(a, r);
+    // Replace A's join with one that offers only protocol "2".
+    h.nodes[r].engine.take_effects();
+    let join = Message::Join {
+        sender_id: "a".into(),
+        supported_protocol_versions: vec!["2".into()],
+        metadata: None,
+    };
+    h.inject(r, on_r, &join.encode());
+    assert_eq!(
+        sent_error_now(&mut h, r),
+        Some("unsupported protocol version".into())
+    );
+
+    // A sync message before `join`.
+    let (_, on_r) = h.connect(a, r);
+    let early = Message::Leave {
+        sender_id: "a".into(),
+    };
+    h.inject(r, on_r, &early.encode());
+    assert_eq!(
+        sent_error_now(&mut h, r),
+        Some("expected `join`, got `leave`".into())
+    );
+}
+
+fn sent_error_now(h: &mut Harness, node: usize) -> Option<String> {
+    h.engine(node)
+        .take_effects()
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Send { frame, .. } => match Message::decode(&frame).unwrap() {
+                Message::Error { message, .. } => Some(message),
+                _ => None,
+            },
+            _ => None,
+        })
+}
+
+#[test]
+fn unknown_message_types_are_ignored() {
+    let (mut h, r, _, _, on_r) = established_pair();
+    let gossip = Message::Other {
+        message_type: "remote-heads-changed".into(),
+    };
+    h.inject(r, on_r, &gossip.encode());
+    h.run_until_quiet();
+    assert!(!closed(&h, r, on_r));
+    assert_eq!(sent_error(&h, r, on_r), None);
+}
+
+#[test]
+fn a_sync_message_automerge_rejects_resets_only_that_session() {
+    let (mut h, [r, a, _], doc) = relay_and_two_devices();
+    let other = DocumentId::random();
+    h.engine(a)
+        .create_document(other, |d| put(d, "x", "1"))
+        .unwrap();
+    h.run_until_quiet();
+    let on_r = h
+        .engine(r)
+        .peers()
+        .find(|p| p.peer_id.as_str() == "a")
+        .unwrap()
+        .connection;
+    let persists = h.nodes[r].storage.persists;
+
+    // A "sync message" that is not one, and one whose change chunk is garbage.
+    let mut bad_change = automerge::sync::Message::decode(&[0x42, 0, 0, 0, 0]).unwrap();
+    bad_change.changes = vec![vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3]].into();
+    for data in [vec![1, 2, 3], bad_change.encode()] {
+        let frame = Message::Sync {
+            sender_id: "a".into(),
+            target_id: "relay".into(),
+            document_id: doc,
+            data,
+        };
+        h.inject(r, on_r, &frame.encode());
+        h.run_until_quiet();
+    }
+    assert_eq!(h.nodes[r].storage.persists, persists, "nothing persisted");
+    assert!(!closed(&h, r, on_r), "the connection stays up");
+
+    // Both documents still sync.
+    h.engine(a)
+        .local_change(doc, |d| put(d, "after", "yes"))
+        .unwrap();
+    h.engine(a)
+        .local_change(other, |d| put(d, "x", "2"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, r, doc, "after").as_deref(), Some("yes"));
+    assert_eq!(get(&mut h, r, other, "x").as_deref(), Some("2"));
+}
+
+#[test]
+fn leave_closes_the_connection_and_the_peer_is_gone() {
+    let (mut h, r, a, on_a, on_r) = established_pair();
+    h.engine(a).disconnect(on_a);
+    h.run_until_quiet();
+    assert!(h.nodes[r].events.iter().any(|e| matches!(
+        e, Effect::PeerLeft(p) if p.connection == on_r
+    )));
+    assert_eq!(h.engine(r).peers().count(), 0);
+    assert_eq!(h.engine(a).peers().count(), 0);
+}
+
+/// Bytes the device and the relay send each other while reconnecting with an unchanged document.
+fn reconnect_bytes(keep_sync_states: bool) -> usize {
+    let mut h = Harness::default();
+    let r = h.add(relay());
+    let a = h.add(device("a"));
+    let doc = DocumentId::random();
+    h.engine(a).create_document(doc, |_| ()).unwrap();
+    for i in 0..300 {
+        h.engine(a)
+            .local_change(doc, |d| put(d, &format!("k{}", i % 20), &format!("v{i}")))
+            .unwrap();
+    }
+    h.connect(a, r);
+    h.run_until_quiet();
+    assert_eq!(h.engine(a).heads(&doc), h.engine(r).heads(&doc));
+
+    // Both restart over their storage.
+    let mut relay_storage = h.nodes[r].storage.clone();
+    let mut device_storage = h.nodes[a].storage.clone();
+    if !keep_sync_states {
+        relay_storage.sync_states.clear();
+        device_storage.sync_states.clear();
+    }
+    let mut h = Harness::default();
+    let r = h.add_engine(SyncEngine::new(relay()), relay_storage);
+    let a = h.add_engine(SyncEngine::new(device("a")), device_storage);
+    h.engine(a).open_document(doc);
+    h.connect(a, r);
+    h.run_until_quiet();
+    assert_eq!(h.engine(a).heads(&doc), h.engine(r).heads(&doc));
+    [r, a]
+        .iter()
+        .flat_map(|n| h.nodes[*n].sent.iter())
+        .filter(|(_, m, _)| matches!(m, Message::Sync { .. } | Message::Request { .. }))
+        .map(|(_, _, len)| *len)
+        .sum()
+}
+
+#[test]
+fn a_resumed_reconnect_sends_fewer_bytes_than_a_fresh_one() {
+    let fresh = reconnect_bytes(false);
+    let resumed = reconnect_bytes(true);
+    assert!(
+        resumed < fresh,
+        "resumed {resumed} bytes, fresh {fresh} bytes"
+    );
+}
+
+#[test]
+fn a_failed_persist_reloads_from_storage_and_resyncs() {
+    let (mut h, [r, a, _], doc) = relay_and_two_devices();
+    h.nodes[r].hold_persists = true;
+    h.engine(a)
+        .local_change(doc, |d| put(d, "lost", "once"))
+        .unwrap();
+    h.run_until_quiet();
+    // The disk was full: the relay drops the change and reloads; the device resends it.
+    h.nodes[r].hold_persists = false;
+    h.fail_held_persists(r);
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, r, doc, "lost").as_deref(), Some("once"));
+    let stored = Automerge::load(&h.nodes[r].storage.documents[&doc]).unwrap();
+    assert_eq!(
+        stored.get_heads(),
+        h.engine(a).heads(&doc).unwrap(),
+        "and it is durable"
+    );
+}
