@@ -39,6 +39,10 @@ pub struct SyncEngine {
     next_connection: u64,
     next_ticket: u64,
     effects: Vec<Effect>,
+    /// Makes the next received sync message panic inside automerge's place, so tests can reach
+    /// the recovery path without a real automerge bug.
+    #[cfg(test)]
+    pub(crate) panic_on_next_receive: bool,
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -69,6 +73,8 @@ impl SyncEngine {
             next_connection: 0,
             next_ticket: 0,
             effects: Vec::new(),
+            #[cfg(test)]
+            panic_on_next_receive: false,
         }
     }
 
@@ -248,10 +254,8 @@ impl SyncEngine {
             // A device offers everything it holds, like an automerge-repo client.
             let ids: Vec<DocumentId> = self.documents.keys().copied().collect();
             for id in ids {
-                if self.documents.get(&id).is_some_and(|d| d.doc.is_some())
-                    && self.decide(connection, &id) != Access::None
-                {
-                    self.ensure_session(id, connection, Access::ReadWrite);
+                if self.documents.get(&id).is_some_and(|d| d.doc.is_some()) {
+                    self.offer(id, connection);
                     self.flush(id);
                 }
             }
@@ -319,13 +323,9 @@ impl SyncEngine {
             }
         }
         if self.config.role == Role::Device {
-            let connections: Vec<ConnectionId> = self
-                .peers()
-                .map(|p| p.connection)
-                .filter(|c| self.decide(*c, &document) != Access::None)
-                .collect();
+            let connections: Vec<ConnectionId> = self.peers().map(|p| p.connection).collect();
             for connection in connections {
-                self.ensure_session(document, connection, Access::ReadWrite);
+                self.offer(document, connection);
             }
         }
         self.report_if_unavailable(document);
@@ -368,9 +368,7 @@ impl SyncEngine {
         if self.config.role == Role::Device {
             let connections: Vec<ConnectionId> = self.peers().map(|p| p.connection).collect();
             for connection in connections {
-                if self.decide(connection, &document) != Access::None {
-                    self.ensure_session(document, connection, Access::ReadWrite);
-                }
+                self.offer(document, connection);
             }
         }
         self.flush(document);
@@ -554,7 +552,13 @@ impl SyncEngine {
             session.status = PeerStatus::Has;
         }
         let before = doc.get_heads();
+        #[cfg(test)]
+        let inject_panic = std::mem::take(&mut self.panic_on_next_receive);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            if inject_panic {
+                panic!("injected automerge panic");
+            }
             doc.receive_sync_message(&mut session.state, message)
         }));
         match outcome {
@@ -833,6 +837,14 @@ impl SyncEngine {
             .and_then(|hot| hot.sessions.get_mut(&connection))
         {
             *session = PeerSession::restarted(None, access);
+        }
+    }
+
+    /// A device offering a document to a peer: a session, unless the peer may not see it.
+    fn offer(&mut self, document: DocumentId, connection: ConnectionId) {
+        let access = self.decide(connection, &document);
+        if access != Access::None {
+            self.ensure_session(document, connection, access);
         }
     }
 

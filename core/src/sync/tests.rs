@@ -582,3 +582,39 @@ fn a_failed_persist_reloads_from_storage_and_resyncs() {
         "and it is durable"
     );
 }
+
+#[test]
+fn an_automerge_panic_reloads_the_document_and_resets_only_that_session() {
+    let (mut h, [r, a, b], doc) = relay_and_two_devices();
+    h.engine(b).open_document(doc);
+    let other = DocumentId::random();
+    h.engine(b)
+        .create_document(other, |d| put(d, "x", "1"))
+        .unwrap();
+    h.run_until_quiet();
+
+    h.engine(r).panic_on_next_receive = true;
+    h.engine(a)
+        .local_change(doc, |d| put(d, "after", "panic"))
+        .unwrap();
+    h.engine(b)
+        .local_change(other, |d| put(d, "x", "2"))
+        .unwrap();
+    h.run_until_quiet();
+
+    assert!(
+        h.nodes[r]
+            .events
+            .iter()
+            .all(|e| !matches!(e, Effect::Close { .. }))
+    );
+    assert_eq!(
+        get(&mut h, r, doc, "after").as_deref(),
+        Some("panic"),
+        "A resent it"
+    );
+    assert_eq!(get(&mut h, b, doc, "after").as_deref(), Some("panic"));
+    assert_eq!(get(&mut h, r, other, "x").as_deref(), Some("2"));
+    let stored = Automerge::load(&h.nodes[r].storage.documents[&doc]).unwrap();
+    assert_eq!(stored.get_heads(), h.engine(a).heads(&doc).unwrap());
+}
