@@ -1,3 +1,9 @@
+-- Settings of this relay's database, such as its storage id.
+CREATE TABLE meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+) STRICT;
+
 -- Documents the relay holds, and their chunks: what clients sent, committed before acknowledged.
 CREATE TABLE documents (
     id          BLOB PRIMARY KEY,          -- 16 bytes

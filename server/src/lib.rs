@@ -1,9 +1,132 @@
 //! Tandem's relay: devices sync through it over the automerge-repo protocol. It authenticates
 //! devices, persists changes before acknowledging them and fans them out to the other peers.
+//!
+//! `tandem-server serve` runs it; [`Server`] runs it inside another program (the tests do).
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod auth;
+pub mod config;
+mod connection;
 pub mod error;
 pub mod metrics;
+pub mod relay;
 pub mod store;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tandem_core::sync::Limits;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
 pub use error::{Error, Result};
+
+use crate::app::AppState;
+use crate::config::ServeConfig;
+use crate::connection::ConnectionLimits;
+use crate::metrics::Metrics;
+use crate::relay::{Relay, RelayConfig};
+use crate::store::SqliteStore;
+
+/// A relay bound to its address, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    relay: Relay,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Opens the database under `config.data` and binds `config.listen`.
+    pub async fn bind(config: &ServeConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.data)?;
+        let store = Arc::new(SqliteStore::open(&config.database_path())?);
+        let listener = TcpListener::bind(config.listen).await?;
+        let limits = Limits {
+            max_frame_bytes: config.max_frame_bytes,
+            max_documents_per_connection: config.max_documents_per_connection,
+        };
+        let relay = Relay::start(store, RelayConfig { limits }, Arc::new(Metrics::new()))?;
+        let (shutdown, shutdown_watch) = watch::channel(false);
+        let state = AppState {
+            relay: relay.handle(),
+            limits: ConnectionLimits {
+                idle_timeout: config.idle_timeout(),
+                send_queue: config.send_queue,
+            },
+            max_frame_bytes: config.max_frame_bytes,
+            shutdown: shutdown_watch,
+        };
+        Ok(Self {
+            listener,
+            relay,
+            state,
+            shutdown,
+        })
+    }
+
+    /// The address the relay listens on (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `stop` completes, then closes every connection and waits until everything
+    /// the relay accepted is committed.
+    pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Self {
+            listener,
+            relay,
+            state,
+            shutdown,
+        } = self;
+        let router = app::app(state);
+        let graceful = async move {
+            stop.await;
+            tracing::info!("shutting down: closing connections");
+            let _ = shutdown.send(true);
+        };
+        axum::serve(listener, router)
+            .with_graceful_shutdown(graceful)
+            .await?;
+        relay.shutdown().await;
+        tracing::info!("relay stopped");
+        Ok(())
+    }
+}
+
+/// Runs the relay until SIGTERM or Ctrl-C.
+pub async fn serve(config: ServeConfig) -> Result<()> {
+    let server = Server::bind(&config).await?;
+    let address = server.local_addr()?;
+    tracing::info!(%address, data = %config.data.display(), "relay listening");
+    // A line on stdout that scripts and tests wait for.
+    println!("tandem-server listening on {address}");
+    server.run(stop_signal()).await
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

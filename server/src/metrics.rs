@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     registry: Registry,
     pub connections: Gauge,
+    pub documents: Gauge,
     pub documents_in_memory: Gauge,
     pub messages_in: Counter,
     pub messages_out: Counter,
@@ -32,6 +33,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tandem_relay");
         let metrics = Self {
             connections: Gauge::default(),
+            documents: Gauge::default(),
             documents_in_memory: Gauge::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
@@ -47,6 +49,11 @@ impl Metrics {
             "connections",
             "Open websocket connections",
             metrics.connections.clone(),
+        );
+        registry.register(
+            "documents",
+            "Documents stored by the relay",
+            metrics.documents.clone(),
         );
         registry.register(
             "documents_in_memory",

@@ -47,13 +47,14 @@ pub trait RelayStore: Send + Sync + 'static {
     /// Chunks appended after the snapshot was taken are kept.
     fn compact(&self, document: DocumentId, snapshot: &[u8], folded_up_to: i64) -> Result<()>;
 
-    fn load_sync_state(
-        &self,
-        document: DocumentId,
-        peer_storage_id: &str,
-    ) -> Result<Option<Vec<u8>>>;
+    /// Every sync state saved for a document, as (peer storage id, state).
+    fn load_sync_states(&self, document: DocumentId) -> Result<Vec<(String, Vec<u8>)>>;
 
     fn save_sync_states(&self, batch: &[SyncStateRecord]) -> Result<()>;
+
+    /// This relay's storage id, made on first use and stable across restarts: peers key the sync
+    /// states they keep for the relay by it.
+    fn storage_id(&self) -> Result<String>;
 
     /// How many documents the relay holds.
     fn document_count(&self) -> Result<u64>;

@@ -135,20 +135,15 @@ impl RelayStore for SqliteStore {
         Ok(())
     }
 
-    fn load_sync_state(
-        &self,
-        document: DocumentId,
-        peer_storage_id: &str,
-    ) -> Result<Option<Vec<u8>>> {
+    fn load_sync_states(&self, document: DocumentId) -> Result<Vec<(String, Vec<u8>)>> {
         let conn = self.conn();
-        let state = conn
-            .query_row(
-                "SELECT state FROM sync_states WHERE document = ?1 AND peer_storage_id = ?2",
-                params![&document.as_bytes()[..], peer_storage_id],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(state)
+        let mut statement = conn.prepare_cached(
+            "SELECT peer_storage_id, state FROM sync_states WHERE document = ?1",
+        )?;
+        let states = statement
+            .query_map([&document.as_bytes()[..]], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(states)
     }
 
     fn save_sync_states(&self, batch: &[SyncStateRecord]) -> Result<()> {
@@ -169,6 +164,19 @@ impl RelayStore for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn storage_id(&self) -> Result<String> {
+        let conn = self.conn();
+        let fresh = DocumentId::random().to_string();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('storage_id', ?1) ON CONFLICT DO NOTHING",
+            [&fresh],
+        )?;
+        let id = conn.query_row("SELECT value FROM meta WHERE key = 'storage_id'", [], |row| {
+            row.get(0)
+        })?;
+        Ok(id)
     }
 
     fn document_count(&self) -> Result<u64> {
@@ -237,10 +245,18 @@ mod tests {
         store.save_sync_states(&[record(b"first")]).unwrap();
         store.save_sync_states(&[record(b"second")]).unwrap();
         assert_eq!(
-            store.load_sync_state(doc, "peer-storage").unwrap().unwrap(),
-            b"second"
+            store.load_sync_states(doc).unwrap(),
+            vec![("peer-storage".to_owned(), b"second".to_vec())]
         );
-        assert!(store.load_sync_state(doc, "someone-else").unwrap().is_none());
+        assert!(store.load_sync_states(DocumentId::random()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_storage_id_is_stable_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.sqlite");
+        let first = SqliteStore::open(&path).unwrap().storage_id().unwrap();
+        assert_eq!(SqliteStore::open(&path).unwrap().storage_id().unwrap(), first);
     }
 
     #[test]

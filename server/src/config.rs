@@ -1,0 +1,45 @@
+//! The relay's settings, read from command-line flags or `TANDEM_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How `tandem-server serve` runs. Every field has a safe default: loopback only, data in
+/// `./tandem-data`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Address to listen on. Loopback by default, so a relay is never exposed by accident.
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:3030")]
+    pub listen: SocketAddr,
+
+    /// Folder for the relay's SQLite database (created if missing).
+    #[arg(long, env = "TANDEM_DATA", default_value = "tandem-data")]
+    pub data: PathBuf,
+
+    /// Largest websocket frame accepted, in bytes. Larger frames close the connection.
+    #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// A connection that sends nothing for this many seconds is closed.
+    #[arg(long, env = "TANDEM_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+
+    /// Frames queued for one slow connection before it is disconnected (bounds its memory).
+    #[arg(long, env = "TANDEM_SEND_QUEUE", default_value_t = 256)]
+    pub send_queue: usize,
+
+    /// Most documents one connection may sync.
+    #[arg(long, env = "TANDEM_MAX_DOCUMENTS_PER_CONNECTION", default_value_t = 100_000)]
+    pub max_documents_per_connection: usize,
+}
+
+impl ServeConfig {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The SQLite database file inside the data folder.
+    pub fn database_path(&self) -> PathBuf {
+        self.data.join("relay.sqlite")
+    }
+}

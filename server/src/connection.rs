@@ -1,0 +1,100 @@
+//! One websocket connection: reads binary frames into the hub and writes the hub's frames out,
+//! with an idle timeout and a bounded send queue.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::auth::Identity;
+use crate::relay::{Command, Outbound, RelayHandle};
+
+/// Limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    pub idle_timeout: Duration,
+    pub send_queue: usize,
+}
+
+pub(crate) async fn run(
+    mut socket: WebSocket,
+    relay: RelayHandle,
+    identity: Identity,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (outbound, mut frames) = mpsc::channel(limits.send_queue.max(1));
+    let (reply, connection) = oneshot::channel();
+    let open = Command::Open {
+        outbound,
+        identity,
+        reply,
+    };
+    if relay.commands.send(open).await.is_err() {
+        return;
+    }
+    let Ok(connection) = connection.await else {
+        let _ = socket.send(close("relay shutting down", close_code::AWAY)).await;
+        return;
+    };
+    relay.metrics.connections.inc();
+    loop {
+        tokio::select! {
+            incoming = tokio::time::timeout(limits.idle_timeout, socket.recv()) => {
+                let message = match incoming {
+                    Err(_) => {
+                        let _ = socket.send(close("idle timeout", close_code::NORMAL)).await;
+                        break;
+                    }
+                    Ok(None) | Ok(Some(Err(_))) => break,
+                    Ok(Some(Ok(message))) => message,
+                };
+                match message {
+                    Message::Binary(frame) => {
+                        relay.metrics.messages_in.inc();
+                        relay.metrics.bytes_in.inc_by(frame.len() as u64);
+                        let frame = Command::Frame { connection, frame: frame.to_vec() };
+                        if relay.commands.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    Message::Text(_) => {
+                        relay.metrics.rejected_frames.inc();
+                        let reason = "the sync protocol uses binary frames";
+                        let _ = socket.send(close(reason, close_code::UNSUPPORTED)).await;
+                        break;
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            outgoing = frames.recv() => match outgoing {
+                Some(Outbound::Frame(frame)) => {
+                    relay.metrics.messages_out.inc();
+                    relay.metrics.bytes_out.inc_by(frame.len() as u64);
+                    if socket.send(Message::Binary(frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Close(reason)) => {
+                    let _ = socket.send(close(&reason, close_code::POLICY)).await;
+                    break;
+                }
+                None => break,
+            },
+            _ = shutdown.changed() => {
+                let _ = socket.send(close("relay shutting down", close_code::AWAY)).await;
+                break;
+            }
+        }
+    }
+    relay.metrics.connections.dec();
+    let _ = relay.commands.send(Command::Closed { connection }).await;
+}
+
+fn close(reason: &str, code: u16) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
