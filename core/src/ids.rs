@@ -281,6 +281,7 @@ impl fmt::Debug for DeviceId {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
