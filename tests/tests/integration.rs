@@ -1,0 +1,5 @@
+//! Tandem's cross-crate integration tests: one test binary, one module per concern, the modules
+//! under `integration/` (so cargo does not build each as its own binary).
+
+#[path = "integration/crash.rs"]
+mod crash;
