@@ -21,3 +21,19 @@ export function withTimeout(promise, ms, what) {
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
+
+// Resolves when a peer that stores documents (the relay: it announces a storage id) reports the
+// handle's current heads. The relay answers only with what it has committed, so this is the JS
+// client's "saved to the server".
+export function whenStored(handle) {
+  const same = (a, b) => a && b && a.length === b.length && a.every((h) => b.includes(h));
+  return new Promise((resolve) => {
+    const check = ({ heads }) => {
+      if (same(heads, handle.heads())) {
+        handle.off("remote-heads", check);
+        resolve(heads);
+      }
+    };
+    handle.on("remote-heads", check);
+  });
+}

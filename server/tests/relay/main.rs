@@ -1,0 +1,27 @@
+//! The relay as its users meet it: over real sockets, as a real process, and with the official JS
+//! automerge-repo peers.
+//!
+//! - [`http`]: `/healthz`, `/metrics`, the 426 answer to plain HTTP, both websocket paths.
+//! - [`protocol`]: the automerge-repo protocol spoken by hand in CBOR.
+//! - [`bad_input`]: what text frames, garbage, oversize frames and broken sync data get, and that
+//!   the relay keeps serving everyone else afterwards.
+//! - [`process`]: SIGTERM, restarts, SIGKILL during a stream of edits, the idle timeout.
+//! - [`js`]: two official JS clients syncing through the relay, and asking for a missing document.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod harness;
+mod http;
+mod js;
+mod process;
+mod protocol;
+
+/// Runs `future` on a fresh single-threaded runtime: for tests that mostly drive processes and
+/// talk to them with a few async steps.
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
