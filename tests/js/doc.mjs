@@ -15,7 +15,11 @@ function load(path) {
 
 switch (command) {
   case "to-json": {
-    process.stdout.write(JSON.stringify(Automerge.toJS(load(file))));
+    // Automerge gives `uint` values as BigInt, which JSON cannot hold: write them as numbers.
+    const json = JSON.stringify(Automerge.toJS(load(file)), (_, value) =>
+      typeof value === "bigint" ? Number(value) : value,
+    );
+    process.stdout.write(json);
     break;
   }
   case "from-json": {

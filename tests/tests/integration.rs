@@ -3,3 +3,6 @@
 
 #[path = "integration/crash.rs"]
 mod crash;
+
+#[path = "integration/js_documents.rs"]
+mod js_documents;
