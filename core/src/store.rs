@@ -160,6 +160,10 @@ impl Store {
     /// This device's id, made with [`DeviceId::random`] and stored on first call. Atomic: two
     /// processes opening a new file at once agree on one id.
     pub fn device_id_or_create(&mut self) -> Result<DeviceId> {
+        // Read first: every open after the first should not pay for a write transaction.
+        if let Some(id) = self.device_id()? {
+            return Ok(id);
+        }
         let fresh = DeviceId::random();
         let tx = self.conn.transaction()?;
         tx.execute(
