@@ -6,3 +6,6 @@ mod crash;
 
 #[path = "integration/js_documents.rs"]
 mod js_documents;
+
+#[path = "integration/convergence.rs"]
+mod convergence;
