@@ -126,7 +126,7 @@ impl Document {
         document.edit(ctx, description, |tx| {
             use automerge::transaction::Transactable;
             tx.put(automerge::ROOT, "type", kind.as_str())?;
-            tx.put(automerge::ROOT, "schemaVersion", SCHEMA_VERSION)?;
+            tx.put(automerge::ROOT, "schemaVersion", SCHEMA_VERSION as i64)?;
             init(tx)
         })?;
         Ok(document)

@@ -1,6 +1,8 @@
 //! Reading and writing Tandem's values in Automerge: typed getters that name the offending field,
 //! and the scalar encodings (dates, timestamps, numbers) shared by every document kind.
 //!
+//! Numbers are written as Automerge `int`, which JS reads as a plain `number`; `uint` would reach a
+//! JS app as a `BigInt`, which `JSON.stringify` refuses and arithmetic with numbers rejects.
 //! Readers are tolerant in the ways JS clients need: `@automerge/automerge` writes whole numbers as
 //! `int` and fractional ones as `f64`, so every numeric getter accepts int, uint and (where a
 //! fraction makes sense) f64. A value of a type that cannot mean the field is `Error::Malformed`

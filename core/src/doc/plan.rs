@@ -242,7 +242,7 @@ impl Document {
                 tx.put(&obj, "targetDate", date_to_string(date))?;
             }
             tx.put(&obj, "status", GoalStatus::NotStarted.as_str())?;
-            tx.put(&obj, "progress", 0_u64)?;
+            tx.put(&obj, "progress", 0_i64)?;
             tx.put(&obj, "createdAt", timestamp(ctx.at))?;
             tx.put_object(&obj, "milestones", ObjType::Map)?;
             Ok(())
@@ -340,7 +340,7 @@ impl Document {
         let target = self.goal(goal)?;
         let description = format!("set the progress of goal {:?} to {progress}%", target.title);
         self.edit(ctx, description, |tx| {
-            Ok(tx.put(&target.obj, "progress", u64::from(progress))?)
+            Ok(tx.put(&target.obj, "progress", i64::from(progress))?)
         })
     }
 
@@ -479,7 +479,7 @@ impl Document {
             let obj = tx.put_object(&map, id.as_str(), ObjType::Map)?;
             tx.put(&obj, "id", id.as_str())?;
             tx.put(&obj, "at", timestamp(check_in.at))?;
-            tx.put(&obj, "rating", u64::from(check_in.rating))?;
+            tx.put(&obj, "rating", i64::from(check_in.rating))?;
             tx.put(&obj, "reflection", check_in.reflection.as_str())?;
             tx.put(&obj, "by", ctx.author.user.as_str())?;
             Ok(())

@@ -43,7 +43,7 @@ impl Document {
             tx.put(ROOT, "coach", session.coach.as_str())?;
             tx.put(ROOT, "mentee", session.mentee.as_str())?;
             tx.put(ROOT, "start", timestamp(session.start))?;
-            tx.put(ROOT, "durationMinutes", u64::from(session.duration_minutes))?;
+            tx.put(ROOT, "durationMinutes", i64::from(session.duration_minutes))?;
             tx.put(ROOT, "mode", session.mode.as_str())?;
             let topics = tx.put_object(ROOT, "topics", ObjType::List)?;
             for (index, topic) in session.topics.iter().enumerate() {
@@ -52,7 +52,7 @@ impl Document {
             let notes = tx.put_object(ROOT, "notes", ObjType::Text)?;
             tx.splice_text(&notes, 0, 0, &session.notes)?;
             if let Some(mood) = session.mood {
-                tx.put(ROOT, "mood", u64::from(mood))?;
+                tx.put(ROOT, "mood", i64::from(mood))?;
             }
             let items = tx.put_object(ROOT, "actionItems", ObjType::Map)?;
             for (rank, item) in session.action_items.iter().enumerate() {
@@ -206,7 +206,7 @@ impl Document {
         };
         self.edit(ctx, description, |tx| {
             match mood {
-                Some(mood) => tx.put(ROOT, "mood", u64::from(mood))?,
+                Some(mood) => tx.put(ROOT, "mood", i64::from(mood))?,
                 None if tx.get(ROOT, "mood")?.is_some() => tx.delete(ROOT, "mood")?,
                 None => {}
             }
@@ -285,7 +285,7 @@ fn put_action_item(
     }
     tx.put(&obj, "done", false)?;
     tx.put(&obj, "createdAt", timestamp(at))?;
-    tx.put(&obj, "rank", rank as u64)?;
+    tx.put(&obj, "rank", rank as i64)?;
     Ok(())
 }
 
