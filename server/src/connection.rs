@@ -34,7 +34,9 @@ pub(crate) async fn run(
         return;
     }
     let Ok(connection) = connection.await else {
-        let _ = socket.send(close("relay shutting down", close_code::AWAY)).await;
+        let _ = socket
+            .send(close("relay shutting down", close_code::AWAY))
+            .await;
         return;
     };
     relay.metrics.connections.inc();
@@ -46,7 +48,15 @@ pub(crate) async fn run(
                         let _ = socket.send(close("idle timeout", close_code::NORMAL)).await;
                         break;
                     }
-                    Ok(None) | Ok(Some(Err(_))) => break,
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        // Mostly a frame above the size limit; say so before closing, as far as
+                        // the socket still lets us.
+                        relay.metrics.rejected_frames.inc();
+                        let reason = close_reason(&format!("unreadable frame: {e}"));
+                        let _ = socket.send(close(&reason, close_code::SIZE)).await;
+                        break;
+                    }
                     Ok(Some(Ok(message))) => message,
                 };
                 match message {
@@ -90,6 +100,15 @@ pub(crate) async fn run(
     }
     relay.metrics.connections.dec();
     let _ = relay.commands.send(Command::Closed { connection }).await;
+}
+
+/// A close frame's reason is at most 123 bytes; longer texts are cut at a character boundary.
+fn close_reason(text: &str) -> String {
+    let mut end = text.len().min(123);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 fn close(reason: &str, code: u16) -> Message {

@@ -100,12 +100,15 @@ fn a_frame_above_the_limit_closes_the_connection() {
         let (mut client, _) = RawClient::join(&relay.url(), "big", "peerMetadata").await;
         let huge = client.sync_message("sync", &new_document_id(), vec![0; MAX_FRAME + 1]);
         client.send(huge).await;
-        // The relay drops the connection (with or without a close frame): it ends either way.
-        let (before, _) = client.expect_close().await;
+        // The relay says why before it closes: code 1009 (message too big) with a reason.
+        let (before, close) = client.expect_close().await;
         assert!(
             before.iter().all(|m| message_type(m) == "error"),
             "{before:?}"
         );
+        let close = close.expect("a close frame with a reason");
+        assert_eq!(u16::from(close.code), 1009, "{close:?}");
+        assert!(close.reason.contains("unreadable frame"), "{close:?}");
         assert_still_serving(&relay).await;
     });
     assert!(relay.is_running());
