@@ -1,8 +1,54 @@
-//! Tandem bindings.
+//! Tandem's mobile bindings: uniffi wrappers over `tandem-core` for Kotlin, Swift and Python.
+//!
+//! No logic lives here. [`Engine`] wraps the core's `Repo` as its `inner`; each method converts its
+//! arguments, calls the core and converts the answer; [`ApiError`] is the one error the apps see.
+//!
+//! Typical workflow, as an app does it (shown in Rust; Kotlin and Swift read the same):
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use tandem_bindings::{Durability, Engine, EngineConfig, NewPlan, NewSession, SessionMode};
+//!
+//! # let dir = tempfile::tempdir().map_err(|e| tandem_bindings::ApiError::Other { reason: e.to_string() })?;
+//! let engine = Engine::open(
+//!     dir.path().join("tandem.db").display().to_string(),
+//!     EngineConfig { user_id: "carla".into(), device_name: "Carla's phone".into(), durability: Durability::Full },
+//! )?;
+//! let plan = engine.create_plan(NewPlan {
+//!     mentee: "ana".into(),
+//!     coaches: vec!["carla".into()],
+//!     program: "First-year success".into(),
+//!     term: "Spring 2025".into(),
+//!     strengths: vec![],
+//!     challenges: vec![],
+//!     learning_style: String::new(),
+//! })?;
+//! let session = engine.log_session(NewSession {
+//!     plan: plan.clone(),
+//!     coach: "carla".into(),
+//!     mentee: "ana".into(),
+//!     start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_741_010_400), // 2025-03-03 14:00 UTC
+//!     duration_minutes: 45,
+//!     mode: SessionMode::InPerson,
+//!     topics: vec!["time management".into()],
+//!     notes: "Talked about the exam schedule.".into(),
+//!     mood: Some(4),
+//!     action_items: vec![],
+//!     goals_discussed: vec![],
+//!     follow_up: Some("2025-03-14".into()),
+//! })?;
+//! assert_eq!(engine.session(session)?.duration_minutes, 45);
+//! # Ok::<(), tandem_bindings::ApiError>(())
+//! ```
+
 uniffi::setup_scaffolding!("tandem");
 
-/// The version of the Tandem core this library was built from.
-#[uniffi::export]
-pub fn core_version() -> String {
-    env!("CARGO_PKG_VERSION").to_owned()
-}
+mod engine;
+mod error;
+mod observer;
+mod records;
+
+pub use engine::{Engine, EngineConfig};
+pub use error::ApiError;
+pub use observer::{ChangeOrigin, DocumentChange, DocumentObserver};
+pub use records::*;

@@ -1,0 +1,189 @@
+"""The Python bindings, exercised as an app would: offline edits on a database file, the change
+observer, the projection queries, errors, and a conflict between two devices.
+
+Run with scripts/test-bindings.sh, which regenerates the bindings from the library it has just built.
+"""
+
+import datetime
+import queue
+import threading
+
+import pytest
+
+import tandem
+
+UTC = datetime.timezone.utc
+
+
+def open_engine(tmp_path, user, name="phone", file=None):
+    return tandem.Engine.open(
+        str(tmp_path / (file or f"{user}-{name}.db")),
+        tandem.EngineConfig(user_id=user, device_name=name, durability=tandem.Durability.FULL),
+    )
+
+
+def new_plan(engine):
+    return engine.create_plan(
+        tandem.NewPlan(
+            mentee="ana",
+            coaches=["carla"],
+            program="First-year success",
+            term="Spring 2025",
+        )
+    )
+
+
+class Recorder(tandem.DocumentObserver):
+    """Collects document changes and the threads they arrived on."""
+
+    def __init__(self):
+        self.changes = queue.Queue()
+
+    def document_changed(self, change):
+        self.changes.put((change, threading.get_ident()))
+
+    def next(self):
+        return self.changes.get(timeout=5)
+
+
+def test_log_a_session_offline_and_read_it_back(tmp_path):
+    engine = open_engine(tmp_path, "carla")
+    plan = new_plan(engine)
+    start = datetime.datetime(2025, 3, 3, 15, 0, tzinfo=UTC)
+    session = engine.log_session(
+        tandem.NewSession(
+            plan=plan,
+            coach="carla",
+            mentee="ana",
+            start=start,
+            duration_minutes=45,
+            mode=tandem.SessionMode.IN_PERSON,
+            topics=["time management"],
+            notes="Exam schedule.",
+            mood=4,
+            action_items=[tandem.NewActionItem(text="Book tutoring", owner="ana", due="2025-03-07")],
+            follow_up="2025-03-10",
+        )
+    )
+
+    log = engine.session(session)
+    assert log.plan == plan
+    assert log.start == start
+    assert log.mode == tandem.SessionMode.IN_PERSON
+    assert log.notes == "Exam schedule."
+    assert log.follow_up == "2025-03-10"
+    assert [item.text for item in log.action_items] == ["Book tutoring"]
+
+    # Reopening the file finds everything: each edit returned only once it was on disk.
+    del engine
+    again = open_engine(tmp_path, "carla")
+    assert again.session(session).notes == "Exam schedule."
+
+
+def test_edit_a_goal_and_observe_the_change_off_the_calling_thread(tmp_path):
+    engine = open_engine(tmp_path, "ana")
+    recorder = Recorder()
+    engine.set_document_observer(recorder)
+    plan = new_plan(engine)
+    created, _ = recorder.next()
+    assert created.document == plan
+    assert created.kind == tandem.DocKind.PLAN
+    assert created.origin == tandem.ChangeOrigin.LOCAL
+
+    goal = engine.add_goal(plan, tandem.NewGoal(title="Pass Calculus I", category="academic"))
+    recorder.next()
+    engine.edit_goal(plan, goal, tandem.GoalEdit(title="Pass Calculus I with a B"))
+    engine.update_progress(plan, goal, 40)
+
+    edited, thread = recorder.next()
+    assert edited.document == plan
+    assert [c.description for c in edited.changes] and edited.changes[-1].author == "ana"
+    assert thread != threading.get_ident()
+    progressed, _ = recorder.next()
+    assert len(progressed.changes) == 1
+
+    read = engine.plan(plan).goals[0]
+    assert (read.title, read.progress) == ("Pass Calculus I with a B", 40)
+
+
+def test_projection_queries(tmp_path):
+    engine = open_engine(tmp_path, "carla")
+    plan = new_plan(engine)
+    goal = engine.add_goal(plan, tandem.NewGoal(title="Pass Calculus I"))
+    engine.add_milestone(plan, goal, tandem.NewMilestone(title="Problem set 3", due="2025-03-05"))
+    engine.add_milestone(plan, goal, tandem.NewMilestone(title="Midterm", due="2025-03-20"))
+    session = engine.log_session(
+        tandem.NewSession(
+            plan=plan,
+            coach="carla",
+            mentee="ana",
+            start=datetime.datetime(2025, 3, 4, 10, tzinfo=UTC),
+            duration_minutes=30,
+            mode=tandem.SessionMode.VIDEO,
+            action_items=[tandem.NewActionItem(text="Email the professor", owner="ana")],
+        )
+    )
+
+    this_week = engine.milestones_due(tandem.MilestonesDueQuery(since="2025-03-03", until="2025-03-10"))
+    assert [m.title for m in this_week] == ["Problem set 3"]
+
+    open_items = engine.open_action_items_of_mentee("ana")
+    assert [i.text for i in open_items] == ["Email the professor"]
+    engine.tick_action_item(session, open_items[0].id, True)
+    assert engine.open_action_items_of_mentee("ana") == []
+
+    march = engine.sessions_between(
+        tandem.SessionsBetweenQuery(
+            since=datetime.datetime(2025, 3, 1, tzinfo=UTC),
+            until=datetime.datetime(2025, 4, 1, tzinfo=UTC),
+        )
+    )
+    assert [s.id for s in march] == [session]
+    assert [p.id for p in engine.plans_of_mentee("ana")] == [plan]
+
+
+def test_errors_an_app_can_act_on(tmp_path):
+    engine = open_engine(tmp_path, "carla")
+    plan = new_plan(engine)
+    with pytest.raises(tandem.ApiError.InvalidInput):
+        engine.plan("not a document id")
+    with pytest.raises(tandem.ApiError.InvalidInput):
+        engine.add_goal(plan, tandem.NewGoal(title="x", target_date="next tuesday"))
+    goal = engine.add_goal(plan, tandem.NewGoal(title="Pass Calculus I"))
+    with pytest.raises(tandem.ApiError.InvalidInput):
+        engine.update_progress(plan, goal, 101)
+    with pytest.raises(tandem.ApiError.NotFound):
+        engine.update_progress(plan, "no-such-goal", 10)
+    other_device = open_engine(tmp_path, "carla", "tablet")
+    with pytest.raises(tandem.ApiError.NotFound):
+        other_device.plan(plan)  # a valid id this device does not hold (yet)
+    with pytest.raises(tandem.ApiError.InvalidInput):
+        open_engine(tmp_path, "someone-else", file="carla-phone.db")  # the file belongs to carla
+
+
+def test_concurrent_edits_on_two_devices_show_as_a_conflict(tmp_path):
+    """Two devices exchange changes out of band (no relay): both set the same goal's target date
+    while apart, and after merging both see the conflict with both values."""
+    coach = open_engine(tmp_path, "carla")
+    mentee = open_engine(tmp_path, "ana")
+    plan = new_plan(coach)
+    goal = coach.add_goal(plan, tandem.NewGoal(title="Pass Calculus I"))
+    mentee.apply_changes(plan, coach.export_document(plan))
+
+    coach.set_goal_target_date(plan, goal, "2025-05-01")
+    mentee.set_goal_target_date(plan, goal, "2025-06-01")
+    recorder = Recorder()
+    coach.set_document_observer(recorder)
+    coach.apply_changes(plan, mentee.export_document(plan))
+    mentee.apply_changes(plan, coach.export_document(plan))
+
+    merged, _ = recorder.next()
+    assert merged.origin == tandem.ChangeOrigin.REMOTE
+    assert [c.author for c in merged.changes] == ["ana"]
+    for engine in (coach, mentee):
+        conflicts = engine.conflicts(plan)
+        assert len(conflicts) == 1
+        assert conflicts[0].path[-1] == "targetDate"
+        assert sorted(v.value for v in conflicts[0].values) == ["2025-05-01", "2025-06-01"]
+        assert sorted(v.author for v in conflicts[0].values) == ["ana", "carla"]
+    assert coach.plan(plan) == mentee.plan(plan)
