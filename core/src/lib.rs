@@ -12,6 +12,7 @@ pub use ids::{
     PlanId, SessionId, UserId,
 };
 
+pub mod device;
 pub mod doc;
 pub mod repo;
 pub mod store;

@@ -97,6 +97,23 @@ pub struct Repo {
     author: Author,
     cache: HashMap<DocumentId, Document>,
     cache_limit: usize,
+    /// Local writes since the sync layer last looked, when it asked to see them.
+    local_commits: Option<Vec<LocalCommit>>,
+}
+
+/// Bytes of local changes just committed, for the sync layer to hand to its engine without
+/// storing them a second time.
+#[derive(Clone, Debug)]
+pub(crate) struct LocalCommit {
+    pub(crate) document: DocumentId,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Where the changes of a write come from: this device (they enter the outbox) or a peer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Origin {
+    Local,
+    Peer,
 }
 
 impl Repo {
@@ -141,6 +158,7 @@ impl Repo {
             },
             cache: HashMap::new(),
             cache_limit: config.cache_limit.max(1),
+            local_commits: None,
         })
     }
 
@@ -168,7 +186,7 @@ impl Repo {
     pub fn create_plan(&mut self, plan: NewPlan) -> Result<PlanId> {
         let id = PlanId(DocumentId::random());
         let ctx = self.context();
-        self.create(Document::create_plan(id, &ctx, plan)?)?;
+        self.create_local(Document::create_plan(id, &ctx, plan)?)?;
         Ok(id)
     }
 
@@ -285,7 +303,7 @@ impl Repo {
     pub fn log_session(&mut self, session: NewSession) -> Result<SessionId> {
         let id = SessionId(DocumentId::random());
         let ctx = self.context();
-        self.create(Document::create_session(id, &ctx, session)?)?;
+        self.create_local(Document::create_session(id, &ctx, session)?)?;
         Ok(id)
     }
 
@@ -352,7 +370,7 @@ impl Repo {
     pub fn create_private_notes(&mut self, notes: NewNotes) -> Result<NotesId> {
         let id = NotesId(DocumentId::random());
         let ctx = self.context();
-        self.create(Document::create_notes(id, &ctx, notes)?)?;
+        self.create_local(Document::create_notes(id, &ctx, notes)?)?;
         Ok(id)
     }
 
@@ -369,7 +387,7 @@ impl Repo {
     pub fn create_directory(&mut self, directory: NewDirectory) -> Result<DirectoryId> {
         let id = DirectoryId(DocumentId::random());
         let ctx = self.context();
-        self.create(Document::create_directory(id, &ctx, directory)?)?;
+        self.create_local(Document::create_directory(id, &ctx, directory)?)?;
         Ok(id)
     }
 
@@ -427,7 +445,7 @@ impl Repo {
     pub fn import(&mut self, bytes: &[u8]) -> Result<(DocumentId, DocKind)> {
         let document = doc::import(bytes)?;
         let (id, kind) = (document.id(), document.kind());
-        self.create(document)?;
+        self.create(document, Origin::Local)?;
         Ok((id, kind))
     }
 
@@ -436,10 +454,10 @@ impl Repo {
     /// them. Returns only after the commit.
     pub fn apply_changes(&mut self, id: DocumentId, bytes: &[u8]) -> Result<()> {
         if self.store.document_exists(id)? {
-            self.persist_edit(id, |doc| doc.apply_changes(bytes))
+            self.persist_edit(id, Origin::Peer, |doc| doc.apply_changes(bytes))
         } else {
             let document = Document::load(id, bytes)?;
-            self.create(document)
+            self.create(document, Origin::Peer)
         }
     }
 
@@ -453,6 +471,30 @@ impl Repo {
         let mut folded = Document::load(id, &stored.bytes)?;
         self.store.compact(id, &folded.save(), stored.last_chunk)?;
         Ok(())
+    }
+
+    /// Local changes made on this device that the relay has not saved yet.
+    pub fn unsaved_changes(&self, id: DocumentId) -> Result<Vec<ChangeHash>> {
+        self.store.unsaved_changes(id)
+    }
+
+    /// Whether a change made on this device is saved on the relay; `None` when the change was
+    /// not made here.
+    pub fn is_saved_to_server(&self, change: &ChangeHash) -> Result<Option<bool>> {
+        self.store.is_saved_to_server(change)
+    }
+
+    /// From now on, keep the bytes of every local write for [`Repo::take_local_commits`].
+    pub(crate) fn track_local_commits(&mut self) {
+        self.local_commits.get_or_insert_with(Vec::new);
+    }
+
+    /// The local writes committed since the last call (if tracking is on).
+    pub(crate) fn take_local_commits(&mut self) -> Vec<LocalCommit> {
+        self.local_commits
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Drops every loaded document from memory; they are reloaded from the store on next use.
@@ -552,7 +594,7 @@ impl Repo {
         apply: impl FnOnce(&mut Document, &EditContext) -> Result<T>,
     ) -> Result<T> {
         let ctx = self.context();
-        self.persist_edit(id, |doc| apply(doc, &ctx))
+        self.persist_edit(id, Origin::Local, |doc| apply(doc, &ctx))
     }
 
     /// Applies `change` to the document and stores the new changes with the projection.
@@ -562,18 +604,29 @@ impl Repo {
     fn persist_edit<T>(
         &mut self,
         id: DocumentId,
+        origin: Origin,
         change: impl FnOnce(&mut Document) -> Result<T>,
     ) -> Result<T> {
         let mut document = self.take(id)?;
+        let before = document.heads();
         let output = change(&mut document)?;
         let bytes = document.save_incremental();
-        self.write(&document, ChunkKind::Incremental, &bytes)?;
+        let local = match origin {
+            Origin::Local => changes_after(&document, &before),
+            Origin::Peer => Vec::new(),
+        };
+        self.write(&document, ChunkKind::Incremental, &bytes, &local)?;
         self.keep(document);
         Ok(output)
     }
 
+    /// Stores a document made on this device.
+    fn create_local(&mut self, document: Document) -> Result<()> {
+        self.create(document, Origin::Local)
+    }
+
     /// Stores a new document as a snapshot with its projection, then caches it.
-    fn create(&mut self, mut document: Document) -> Result<()> {
+    fn create(&mut self, mut document: Document, origin: Origin) -> Result<()> {
         if self.store.document_exists(document.id())? {
             return Err(Error::invalid(format!(
                 "document {} is already stored",
@@ -581,13 +634,24 @@ impl Repo {
             )));
         }
         let bytes = document.save();
-        self.write(&document, ChunkKind::Snapshot, &bytes)?;
+        let local = match origin {
+            Origin::Local => changes_after(&document, &[]),
+            Origin::Peer => Vec::new(),
+        };
+        self.write(&document, ChunkKind::Snapshot, &bytes, &local)?;
         self.keep(document);
         Ok(())
     }
 
-    /// One durable write: the chunk and the projection read from the edited document.
-    fn write(&mut self, document: &Document, chunk_kind: ChunkKind, bytes: &[u8]) -> Result<()> {
+    /// One durable write: the chunk, the projection read from the edited document, and the
+    /// hashes of the local changes it holds (for the outbox).
+    fn write(
+        &mut self,
+        document: &Document,
+        chunk_kind: ChunkKind,
+        bytes: &[u8],
+        local_changes: &[ChangeHash],
+    ) -> Result<()> {
         let plan;
         let session;
         let projection = match document.kind() {
@@ -602,15 +666,36 @@ impl Repo {
             DocKind::Notes => Projection::Notes,
             DocKind::Directory => Projection::Directory,
         };
-        self.store.append_chunk(&DocumentWrite {
-            id: document.id(),
-            kind: document.kind(),
-            chunk_kind,
-            bytes,
-            projection,
-        })?;
+        self.store.append_local_chunk(
+            &DocumentWrite {
+                id: document.id(),
+                kind: document.kind(),
+                chunk_kind,
+                bytes,
+                projection,
+            },
+            local_changes,
+        )?;
+        if !local_changes.is_empty()
+            && let Some(commits) = self.local_commits.as_mut()
+        {
+            commits.push(LocalCommit {
+                document: document.id(),
+                bytes: bytes.to_vec(),
+            });
+        }
         Ok(())
     }
+}
+
+/// The hashes of the document's changes that are not covered by `heads`.
+fn changes_after(document: &Document, heads: &[ChangeHash]) -> Vec<ChangeHash> {
+    document
+        .automerge()
+        .get_changes_meta(heads)
+        .into_iter()
+        .map(|change| change.hash)
+        .collect()
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@
 //! The schema lives in numbered files under `core/migrations/` (see [`schema`]).
 
 pub mod chunks;
+pub mod outbox;
 pub mod projection;
 pub mod schema;
 pub mod sync_state;
@@ -43,6 +44,7 @@ use crate::ids::{DeviceId, DocumentId, UserId};
 use crate::model::DocKind;
 
 pub use chunks::{Chunk, ChunkId, ChunkKind, DocumentWrite};
+pub use outbox::Unsaved;
 pub use projection::{
     ActionItemRow, CheckInRow, GoalRow, MilestoneRow, PlanRow, Projection, SessionRow, StalePlan,
 };
@@ -274,6 +276,11 @@ pub mod meta_keys {
     pub const DEVICE_ID: &str = "device_id";
     pub const USER: &str = "user";
     pub const DEVICE_NAME: &str = "device_name";
+    /// The storage id this device announces to sync peers, so they keep their sync state with it
+    /// across reconnects.
+    pub const SYNC_STORAGE_ID: &str = "sync_storage_id";
+    /// When the device was last completely in sync with the relay (RFC 3339).
+    pub const LAST_SYNCED_AT: &str = "last_synced_at";
 }
 
 /// The connection defaults, set in one place for every connection the store opens.

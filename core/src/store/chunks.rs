@@ -7,10 +7,12 @@
 //! reported as [`Error::Corrupt`] naming the document, before Automerge sees the bytes. Nothing is
 //! ever deleted because it failed to load.
 
+use automerge::ChangeHash;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
+use super::outbox;
 use super::projection::{self, Projection};
 use super::{Store, now_millis, parse_kind};
 use crate::error::{Error, Result};
@@ -85,6 +87,17 @@ impl Store {
     /// document needs bytes; a document stored with another kind, or a projection of another
     /// kind, is [`Error::Invalid`].
     pub fn append_chunk(&mut self, write: &DocumentWrite<'_>) -> Result<Option<ChunkId>> {
+        self.append_local_chunk(write, &[])
+    }
+
+    /// [`Store::append_chunk`] for changes made on this device: `local_changes` (the hashes of
+    /// the changes in the chunk) enter the [outbox](super::outbox) in the same transaction, so a
+    /// stored local change is never missing from "not yet saved to the server".
+    pub fn append_local_chunk(
+        &mut self,
+        write: &DocumentWrite<'_>,
+        local_changes: &[ChangeHash],
+    ) -> Result<Option<ChunkId>> {
         if write.projection.kind() != write.kind {
             return Err(Error::invalid(format!(
                 "a {} projection cannot describe {} document {}",
@@ -108,6 +121,7 @@ impl Store {
             )?)
         };
         projection::replace(&tx, write.id, &write.projection)?;
+        outbox::record(&tx, write.id, local_changes, now)?;
         tx.commit()?;
         Ok(chunk)
     }

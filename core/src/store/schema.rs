@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_initial.sql"),
     include_str!("../../migrations/002_projection.sql"),
+    include_str!("../../migrations/003_outbox.sql"),
 ];
 
 /// The schema version this release creates and understands.

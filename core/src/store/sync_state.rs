@@ -23,6 +23,18 @@ impl Store {
             .optional()?)
     }
 
+    /// Every sync state saved for `document`, by peer storage id.
+    pub fn sync_states_of(&self, document: DocumentId) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT peer_storage_id, state FROM sync_state WHERE document = ?1
+             ORDER BY peer_storage_id",
+        )?;
+        let rows = statement.query_map([&document.as_bytes()[..]], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Saves (replacing) the sync state for `document` with `peer`.
     pub fn put_sync_state(&mut self, document: DocumentId, peer: &str, state: &[u8]) -> Result<()> {
         self.conn
@@ -79,6 +91,13 @@ mod tests {
         store.put_sync_state(doc, "relay-1", b"state one").unwrap();
         store.put_sync_state(doc, "relay-2", b"other").unwrap();
         store.put_sync_state(doc, "relay-1", b"state two").unwrap();
+        assert_eq!(
+            store.sync_states_of(doc).unwrap(),
+            vec![
+                ("relay-1".to_owned(), b"state two".to_vec()),
+                ("relay-2".to_owned(), b"other".to_vec())
+            ]
+        );
         drop(store);
 
         let mut store = Store::open(&path, StoreConfig::default()).unwrap();

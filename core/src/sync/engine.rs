@@ -463,6 +463,54 @@ impl SyncEngine {
         self.document(document).map(Automerge::get_heads)
     }
 
+    /// The heads the peer on `connection` last advertised for the document (the sync state's
+    /// `their_heads`), or `None` before it said anything about it. A peer that stores before it
+    /// answers (the relay) holds at least these changes durably.
+    pub fn peer_heads(
+        &self,
+        document: &DocumentId,
+        connection: ConnectionId,
+    ) -> Option<Vec<ChangeHash>> {
+        let session = self.documents.get(document)?.sessions.get(&connection)?;
+        session.state.their_heads.clone()
+    }
+
+    /// Whether the exchange about the document with `connection` has settled: nothing is loading,
+    /// queued or waiting to be persisted, and the peer either advertised exactly our heads or told
+    /// us it does not have the document. A document that is not hot is settled.
+    pub fn in_sync_with(&self, document: &DocumentId, connection: ConnectionId) -> bool {
+        let Some(hot) = self.documents.get(document) else {
+            return true;
+        };
+        let Some(doc) = hot.doc.as_ref() else {
+            return false;
+        };
+        if !hot.pending.is_empty() || !hot.queued.is_empty() {
+            return false;
+        }
+        let Some(session) = hot.sessions.get(&connection) else {
+            return true;
+        };
+        if session.status == PeerStatus::Unavailable {
+            return true;
+        }
+        let mut ours = doc.get_heads();
+        ours.sort();
+        match session.state.their_heads.as_ref() {
+            Some(theirs) => {
+                let mut theirs = theirs.clone();
+                theirs.sort();
+                theirs == ours
+            }
+            None => false,
+        }
+    }
+
+    /// The documents the engine holds in memory (loaded or loading).
+    pub fn hot_documents(&self) -> impl Iterator<Item = DocumentId> + '_ {
+        self.documents.keys().copied()
+    }
+
     /// The whole document in automerge's compact form.
     pub fn save_document(&self, document: &DocumentId) -> Option<Vec<u8>> {
         self.document(document).map(Automerge::save)

@@ -1,0 +1,484 @@
+//! The device composition against an in-process relay engine: no sockets, no threads, no clock.
+
+use std::collections::BTreeMap;
+
+use super::{ConnectionState, Device, SyncEvent};
+use crate::ids::{DirectoryId, DocumentId, PlanId, UserId};
+use crate::model::{DirectoryEntry, DocKind, NewDirectory, NewGoal, NewPlan};
+use crate::repo::{Repo, RepoConfig};
+use crate::sync::{
+    ConnectionId, Direction, Effect, EngineConfig, PersistTicket, Role, StorageId, StoredDocument,
+    SyncEngine,
+};
+
+/// A relay engine with a map for a disk, whose commits a test can hold back.
+struct Relay {
+    engine: SyncEngine,
+    disk: BTreeMap<DocumentId, Vec<u8>>,
+    states: BTreeMap<(DocumentId, StorageId), Vec<u8>>,
+    hold_persists: bool,
+    held: Vec<(PersistTicket, DocumentId, Vec<u8>)>,
+}
+
+/// A relay and devices, linked by connections that deliver frames in order.
+struct World {
+    relay: Relay,
+    devices: Vec<Device>,
+    /// (device, its connection id, the relay's connection id)
+    links: Vec<(usize, ConnectionId, ConnectionId)>,
+    events: Vec<Vec<SyncEvent>>,
+}
+
+impl World {
+    fn new() -> Self {
+        let config = EngineConfig::new("relay", Role::Relay).with_storage_id("relay-storage");
+        Self {
+            relay: Relay {
+                engine: SyncEngine::new(config),
+                disk: BTreeMap::new(),
+                states: BTreeMap::new(),
+                hold_persists: false,
+                held: Vec::new(),
+            },
+            devices: Vec::new(),
+            links: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn add_device(&mut self, user: &str) -> usize {
+        let repo = Repo::open_in_memory(RepoConfig::new(UserId::from(user), user)).unwrap();
+        self.devices.push(Device::new(repo).unwrap());
+        self.events.push(Vec::new());
+        self.devices.len() - 1
+    }
+
+    fn connect(&mut self, device: usize) {
+        let on_relay = self.relay.engine.connection_opened(Direction::Incoming);
+        let on_device = self.devices[device].connection_opened();
+        self.links.push((device, on_device, on_relay));
+        self.run_until_quiet();
+    }
+
+    fn disconnect(&mut self, device: usize) {
+        let links: Vec<_> = self
+            .links
+            .iter()
+            .filter(|l| l.0 == device)
+            .copied()
+            .collect();
+        self.links.retain(|l| l.0 != device);
+        for (_, on_device, on_relay) in links {
+            self.devices[device].connection_closed(on_device);
+            self.relay.engine.connection_closed(on_relay);
+        }
+        self.run_until_quiet();
+    }
+
+    fn run_until_quiet(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            for device in 0..self.devices.len() {
+                let events = self.devices[device].take_events();
+                self.events[device].extend(events);
+                for out in self.devices[device].take_outgoing() {
+                    moved = true;
+                    match out {
+                        super::Outgoing::Frame { connection, frame } => {
+                            if let Some(&(_, _, on_relay)) = self
+                                .links
+                                .iter()
+                                .find(|l| l.0 == device && l.1 == connection)
+                            {
+                                self.relay.engine.frame_received(on_relay, &frame);
+                            }
+                        }
+                        super::Outgoing::Close { connection, .. } => {
+                            if let Some(&(_, _, on_relay)) = self
+                                .links
+                                .iter()
+                                .find(|l| l.0 == device && l.1 == connection)
+                            {
+                                self.relay.engine.connection_closed(on_relay);
+                            }
+                        }
+                    }
+                }
+            }
+            for effect in self.relay.engine.take_effects() {
+                moved = true;
+                self.relay_effect(effect);
+            }
+            if !moved {
+                for device in 0..self.devices.len() {
+                    let events = self.devices[device].take_events();
+                    self.events[device].extend(events);
+                }
+                return;
+            }
+        }
+        panic!("the world never went quiet");
+    }
+
+    fn relay_effect(&mut self, effect: Effect) {
+        let relay = &mut self.relay;
+        match effect {
+            Effect::Send { connection, frame } => {
+                if let Some(&(device, on_device, _)) = self.links.iter().find(|l| l.2 == connection)
+                {
+                    self.devices[device].frame_received(on_device, &frame);
+                }
+            }
+            Effect::Close { connection, .. } => {
+                if let Some(&(device, on_device, _)) = self.links.iter().find(|l| l.2 == connection)
+                {
+                    self.devices[device].connection_closed(on_device);
+                }
+            }
+            Effect::LoadDocument { document } => {
+                let stored = StoredDocument {
+                    bytes: relay.disk.get(&document).cloned(),
+                    sync_states: relay
+                        .states
+                        .iter()
+                        .filter(|((d, _), _)| *d == document)
+                        .map(|((_, s), state)| (s.clone(), state.clone()))
+                        .collect(),
+                };
+                relay.engine.document_loaded(document, stored).unwrap();
+            }
+            Effect::Persist {
+                ticket,
+                document,
+                changes,
+            } => {
+                if relay.hold_persists {
+                    relay.held.push((ticket, document, changes));
+                } else {
+                    relay.disk.entry(document).or_default().extend(changes);
+                    relay.engine.persisted(ticket);
+                }
+            }
+            Effect::SaveSyncState {
+                document,
+                storage_id,
+                state,
+            } => {
+                relay.states.insert((document, storage_id), state);
+            }
+            _ => {}
+        }
+    }
+
+    fn release_persists(&mut self) {
+        let relay = &mut self.relay;
+        for (ticket, document, changes) in std::mem::take(&mut relay.held) {
+            relay.disk.entry(document).or_default().extend(changes);
+            relay.engine.persisted(ticket);
+        }
+        self.run_until_quiet();
+    }
+
+    fn saved_events(&self, device: usize) -> usize {
+        self.events[device]
+            .iter()
+            .filter(|e| matches!(e, SyncEvent::Saved { .. }))
+            .map(|e| match e {
+                SyncEvent::Saved { changes, .. } => changes.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+fn new_plan() -> NewPlan {
+    NewPlan {
+        mentee: UserId::from("ana"),
+        coaches: vec![UserId::from("carla")],
+        program: "First-year success".into(),
+        term: "Spring 2026".into(),
+        strengths: vec![],
+        challenges: vec![],
+        learning_style: String::new(),
+    }
+}
+
+fn new_goal(title: &str) -> NewGoal {
+    NewGoal {
+        title: title.into(),
+        description: String::new(),
+        category: "academic".into(),
+        target_date: None,
+    }
+}
+
+/// A plan and a directory listing it, made on `device`.
+fn plan_in_directory(world: &mut World, device: usize) -> (PlanId, DirectoryId) {
+    world.devices[device]
+        .with_repo(|repo| {
+            let plan = repo.create_plan(new_plan())?;
+            let directory = repo.create_directory(NewDirectory {
+                program: "First-year success".into(),
+                coach: UserId::from("carla"),
+                mentee: UserId::from("ana"),
+            })?;
+            repo.add_directory_entry(
+                directory,
+                DirectoryEntry {
+                    document: plan.0,
+                    kind: DocKind::Plan,
+                    title: "Ana's plan".into(),
+                },
+            )?;
+            Ok((plan, directory))
+        })
+        .unwrap()
+}
+
+#[test]
+fn offline_edits_are_sent_on_connect_and_saved_only_once_the_relay_committed_them() {
+    let mut world = World::new();
+    let a = world.add_device("carla");
+    let (plan, goal) = world.devices[a]
+        .with_repo(|repo| {
+            let plan = repo.create_plan(new_plan())?;
+            let goal = repo.add_goal(plan, new_goal("Pass calculus"))?;
+            Ok((plan, goal))
+        })
+        .unwrap();
+    let status = world.devices[a].status();
+    assert_eq!(status.connection, ConnectionState::Offline);
+    assert_eq!((status.pending_documents, status.pending_changes), (1, 2));
+    let unsaved = world.devices[a].unsaved_changes(plan.0).unwrap();
+    assert_eq!(unsaved.len(), 2);
+
+    world.relay.hold_persists = true;
+    world.connect(a);
+    assert!(
+        !world.relay.held.is_empty(),
+        "the offline edits reached the relay"
+    );
+    let status = world.devices[a].status();
+    assert_eq!(status.connection, ConnectionState::Connected);
+    assert_eq!(
+        status.pending_changes, 2,
+        "not saved before the relay commits"
+    );
+    assert!(!status.in_sync);
+    for change in &unsaved {
+        assert_eq!(
+            world.devices[a].is_saved_to_server(change).unwrap(),
+            Some(false)
+        );
+    }
+    assert_eq!(world.saved_events(a), 0);
+
+    world.release_persists();
+    for change in &unsaved {
+        assert_eq!(
+            world.devices[a].is_saved_to_server(change).unwrap(),
+            Some(true)
+        );
+    }
+    assert_eq!(world.saved_events(a), 2);
+    let status = world.devices[a].status();
+    assert!(status.in_sync && status.is_complete(), "{status:?}");
+    assert_eq!(status.pending_changes, 0);
+    assert!(status.last_synced_at.is_some());
+    assert!(world.relay.disk.contains_key(&plan.0));
+
+    // An edit while connected: unsaved until the relay's answer covers it.
+    world.relay.hold_persists = true;
+    world.devices[a]
+        .with_repo(|repo| repo.update_progress(plan, &goal, 50))
+        .unwrap();
+    world.run_until_quiet();
+    assert_eq!(world.devices[a].status().pending_changes, 1);
+    world.release_persists();
+    assert_eq!(world.devices[a].status().pending_changes, 0);
+    assert_eq!(world.saved_events(a), 3);
+}
+
+#[test]
+fn a_followed_directory_brings_its_documents_with_their_projection() {
+    let mut world = World::new();
+    let a = world.add_device("carla");
+    let b = world.add_device("ana");
+    let (plan, directory) = plan_in_directory(&mut world, a);
+    world.connect(a);
+    assert!(world.devices[a].status().is_complete());
+
+    world.devices[b].follow(directory.0).unwrap();
+    world.connect(b);
+    let status = world.devices[b].status();
+    assert!(status.is_complete(), "{status:?}");
+    let plans = world.devices[b]
+        .repo()
+        .plans_of_mentee(&UserId::from("ana"))
+        .unwrap();
+    assert_eq!(plans.len(), 1, "the plan arrived through the directory");
+    assert_eq!(plans[0].id, plan);
+
+    // A document added to the directory later follows too.
+    let session_plan = world.devices[a]
+        .with_repo(|repo| {
+            let second = repo.create_plan(new_plan())?;
+            repo.add_directory_entry(
+                directory,
+                DirectoryEntry {
+                    document: second.0,
+                    kind: DocKind::Plan,
+                    title: "Second plan".into(),
+                },
+            )?;
+            Ok(second)
+        })
+        .unwrap();
+    world.run_until_quiet();
+    let plans = world.devices[b]
+        .repo()
+        .plans_of_mentee(&UserId::from("ana"))
+        .unwrap();
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    assert!(plans.iter().any(|p| p.id == session_plan));
+    assert!(world.devices[b].status().is_complete());
+}
+
+#[test]
+fn remote_changes_update_the_projection_and_name_the_changed_paths() {
+    let mut world = World::new();
+    let a = world.add_device("carla");
+    let b = world.add_device("ana");
+    let (plan, directory) = plan_in_directory(&mut world, a);
+    let goal = world.devices[a]
+        .with_repo(|repo| repo.add_goal(plan, new_goal("Pass calculus")))
+        .unwrap();
+    world.connect(a);
+    world.devices[b].follow(directory.0).unwrap();
+    world.connect(b);
+    world.events[b].clear();
+
+    world.devices[a]
+        .with_repo(|repo| repo.update_progress(plan, &goal, 70))
+        .unwrap();
+    world.run_until_quiet();
+
+    let goals = world.devices[b].repo().store().goals_of_plan(plan).unwrap();
+    assert_eq!(goals[0].progress, 70, "the projection is refreshed");
+    let changes: Vec<_> = world.events[b]
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::RemoteChange(change) => Some(change),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes.len(), 1, "{:?}", world.events[b]);
+    assert_eq!(changes[0].document, plan.0);
+    assert_eq!(changes[0].kind, Some(DocKind::Plan));
+    assert_eq!(changes[0].top_level_keys, vec!["goals".to_owned()]);
+    assert_eq!(
+        changes[0].paths,
+        vec![format!("goals/{}/progress", goal.as_str())]
+    );
+}
+
+#[test]
+fn edits_made_while_disconnected_are_sent_on_reconnect_and_sync_state_is_kept() {
+    let mut world = World::new();
+    let a = world.add_device("carla");
+    let b = world.add_device("ana");
+    let (plan, directory) = plan_in_directory(&mut world, a);
+    world.connect(a);
+    world.devices[b].follow(directory.0).unwrap();
+    world.connect(b);
+
+    world.disconnect(a);
+    assert_eq!(
+        world.devices[a].status().connection,
+        ConnectionState::Offline
+    );
+    world.devices[a]
+        .with_repo(|repo| repo.set_term(plan, "Fall 2026"))
+        .unwrap();
+    assert_eq!(world.devices[a].status().pending_changes, 1);
+    world.run_until_quiet();
+    assert_eq!(
+        world.devices[b].with_repo(|r| r.plan(plan)).unwrap().term,
+        "Spring 2026"
+    );
+
+    world.connect(a);
+    assert_eq!(world.devices[a].status().pending_changes, 0);
+    assert_eq!(
+        world.devices[b].with_repo(|r| r.plan(plan)).unwrap().term,
+        "Fall 2026"
+    );
+    let kept = world.devices[a]
+        .repo()
+        .store()
+        .sync_state(plan.0, "relay-storage")
+        .unwrap();
+    assert!(
+        kept.is_some(),
+        "the sync state with the relay is saved on the device"
+    );
+}
+
+#[test]
+fn a_device_reopened_on_its_store_offers_unsaved_changes_and_follows_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let config = RepoConfig::new(UserId::from("carla"), "phone");
+    let plan = {
+        let mut device = Device::new(Repo::open(&path, config.clone()).unwrap()).unwrap();
+        device.follow(DocumentId::random()).unwrap();
+        device
+            .with_repo(|repo| repo.create_plan(new_plan()))
+            .unwrap()
+    };
+    let mut world = World::new();
+    world
+        .devices
+        .push(Device::new(Repo::open(&path, config).unwrap()).unwrap());
+    world.events.push(Vec::new());
+    assert_eq!(world.devices[0].followed().count(), 1);
+    assert_eq!(world.devices[0].status().pending_changes, 1);
+    world.connect(0);
+    assert!(world.relay.disk.contains_key(&plan.0));
+    assert_eq!(world.devices[0].status().pending_changes, 0);
+    // The followed document nobody has does not keep the device from being in sync.
+    assert!(world.devices[0].status().is_complete());
+}
+
+#[test]
+fn changes_that_are_not_a_tandem_document_are_refused_and_reported() {
+    use automerge::transaction::Transactable;
+    let mut world = World::new();
+    let a = world.add_device("carla");
+    // A foreign peer wrote a document without a Tandem `type` to the relay.
+    let foreign = DocumentId::random();
+    let mut doc = automerge::Automerge::new();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(automerge::ROOT, "hello", "world")?;
+        Ok(())
+    })
+    .unwrap();
+    world.relay.disk.insert(foreign, doc.save());
+    world.devices[a].follow(foreign).unwrap();
+    world.connect(a);
+    assert!(
+        world.events[a]
+            .iter()
+            .any(|e| matches!(e, SyncEvent::Failed { document, .. } if *document == foreign)),
+        "{:?}",
+        world.events[a]
+    );
+    assert!(
+        !world.devices[a]
+            .repo()
+            .store()
+            .document_exists(foreign)
+            .unwrap()
+    );
+    assert!(world.devices[a].status().is_complete());
+}
