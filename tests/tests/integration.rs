@@ -9,3 +9,6 @@ mod js_documents;
 
 #[path = "integration/convergence.rs"]
 mod convergence;
+
+#[path = "integration/dependencies.rs"]
+mod dependencies;
