@@ -4,14 +4,15 @@
 #
 #   - JNA, which the generated Kotlin loads the library through: Debian's libjna-java
 #     (/usr/share/java/jna.jar), installed with apt-get only when the jar is missing.
-#   - pytest, in a virtualenv under .tools/venv (git-ignored; nothing installed globally).
+#   - pytest, and tree-sitter with its Swift grammar for the syntax check of the generated Swift
+#     (no Swift toolchain on this Linux CI), in a virtualenv under .tools/venv (git-ignored).
 #   - kotlinc, from the npm package kotlin-compiler (pinned), under .tools/kotlin (git-ignored).
 #     It runs on the machine's JDK (17 here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KOTLIN_COMPILER_VERSION=2.4.20
-PYTEST_VERSION=8.4.2
+PYTHON_TOOLS=("pytest==8.4.2" "tree-sitter==0.25.2" "tree-sitter-swift==0.7.4")
 TOOLS=.tools
 
 if [ ! -f /usr/share/java/jna.jar ]; then
@@ -22,11 +23,12 @@ if [ ! -f /usr/share/java/jna.jar ]; then
     "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libjna-java
 fi
 
-if [ ! -x "$TOOLS/venv/bin/pytest" ]; then
-    echo "setup-bindings: installing pytest into $TOOLS/venv"
+if [ "$(cat "$TOOLS/venv/.installed" 2>/dev/null)" != "${PYTHON_TOOLS[*]}" ]; then
+    echo "setup-bindings: installing ${PYTHON_TOOLS[*]} into $TOOLS/venv"
     rm -rf "$TOOLS/venv"
     python3 -m venv "$TOOLS/venv"
-    "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "pytest==$PYTEST_VERSION"
+    "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_TOOLS[@]}"
+    echo "${PYTHON_TOOLS[*]}" > "$TOOLS/venv/.installed"
 fi
 
 kotlinc="$TOOLS/kotlin/node_modules/kotlin-compiler/bin/kotlinc"

@@ -12,3 +12,6 @@ if [ -f tests/js/package-lock.json ]; then
         (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
     fi
 fi
+
+# The binding suites (Python, Kotlin, Swift syntax): JNA, pytest and kotlinc. See the script.
+scripts/setup-bindings.sh
