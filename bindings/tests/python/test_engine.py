@@ -187,3 +187,19 @@ def test_concurrent_edits_on_two_devices_show_as_a_conflict(tmp_path):
         assert sorted(v.value for v in conflicts[0].values) == ["2025-05-01", "2025-06-01"]
         assert sorted(v.author for v in conflicts[0].values) == ["ana", "carla"]
     assert coach.plan(plan) == mentee.plan(plan)
+
+
+def test_an_observer_that_raises_does_not_stop_later_deliveries(tmp_path):
+    engine = open_engine(tmp_path, "ana")
+
+    class Flaky(Recorder):
+        def document_changed(self, change):
+            super().document_changed(change)
+            raise RuntimeError("a bug in the app's observer")
+
+    flaky = Flaky()
+    engine.set_document_observer(flaky)
+    plan = new_plan(engine)
+    engine.add_strength(plan, "curious")
+    assert flaky.next()[0].document == plan
+    assert flaky.next()[0].document == plan
