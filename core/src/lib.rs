@@ -12,6 +12,8 @@ pub use ids::{
     PlanId, SessionId, UserId,
 };
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod device;
 pub mod doc;
 pub mod repo;

@@ -482,3 +482,80 @@ fn changes_that_are_not_a_tandem_document_are_refused_and_reported() {
     );
     assert!(world.devices[a].status().is_complete());
 }
+
+#[test]
+fn edits_made_while_messages_are_in_flight_are_all_saved() {
+    use std::collections::VecDeque;
+    let mut world = World::new();
+    let a = world.add_device("carla");
+    let (plan, _directory) = plan_in_directory(&mut world, a);
+    let goal = world.devices[a]
+        .with_repo(|repo| repo.add_goal(plan, new_goal("Pass calculus")))
+        .unwrap();
+    world.connect(a);
+    let (_, on_device, on_relay) = world.links[0];
+    // Frames in flight, in order: (towards the relay?, frame).
+    let mut wire: VecDeque<(bool, Vec<u8>)> = VecDeque::new();
+    let collect = |world: &mut World, wire: &mut VecDeque<(bool, Vec<u8>)>| {
+        for out in world.devices[a].take_outgoing() {
+            if let super::Outgoing::Frame { frame, .. } = out {
+                wire.push_back((true, frame));
+            }
+        }
+        for effect in world.relay.engine.take_effects() {
+            match effect {
+                Effect::Send { frame, .. } => wire.push_back((false, frame)),
+                other => world.relay_effect(other),
+            }
+        }
+    };
+    let deliver = |world: &mut World, (to_relay, frame): (bool, Vec<u8>)| {
+        if to_relay {
+            world.relay.engine.frame_received(on_relay, &frame);
+        } else {
+            world.devices[a].frame_received(on_device, &frame);
+        }
+    };
+    // Edits land while messages fly and while the relay's commits lag behind: one frame is
+    // delivered every third edit, and the relay's commits are confirmed every fourth.
+    world.relay.hold_persists = true;
+    let confirm = |world: &mut World| {
+        let relay = &mut world.relay;
+        for (ticket, document, changes) in std::mem::take(&mut relay.held) {
+            relay.disk.entry(document).or_default().extend(changes);
+            relay.engine.persisted(ticket);
+        }
+    };
+    for n in 0..120u8 {
+        if n % 4 == 0 {
+            confirm(&mut world);
+            collect(&mut world, &mut wire);
+        }
+        world.devices[a]
+            .with_repo(|repo| repo.update_progress(plan, &goal, n % 101))
+            .unwrap();
+        collect(&mut world, &mut wire);
+        if n % 3 == 0
+            && let Some(next) = wire.pop_front()
+        {
+            deliver(&mut world, next);
+            collect(&mut world, &mut wire);
+        }
+    }
+    let mut delivered = 0;
+    confirm(&mut world);
+    collect(&mut world, &mut wire);
+    while let Some(next) = wire.pop_front() {
+        deliver(&mut world, next);
+        collect(&mut world, &mut wire);
+        confirm(&mut world);
+        collect(&mut world, &mut wire);
+        delivered += 1;
+        assert!(delivered < 10_000, "the exchange never ends");
+    }
+    world.relay.hold_persists = false;
+    world.run_until_quiet();
+    let status = world.devices[a].status();
+    assert_eq!(status.pending_changes, 0, "{status:?}");
+    assert!(status.is_complete());
+}

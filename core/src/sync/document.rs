@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use automerge::Automerge;
 use automerge::sync::State;
+use automerge::{Automerge, ChangeHash};
 
 use super::{Access, ChangedPaths, ConnectionId, PersistTicket, StorageId};
 
@@ -64,6 +64,8 @@ pub(crate) enum PeerStatus {
 pub(crate) struct PeerSession {
     pub(crate) state: State,
     pub(crate) status: PeerStatus,
+    /// The heads in the last message we sent this peer: what it knows of our heads.
+    pub(crate) advertised: Option<Vec<ChangeHash>>,
 }
 
 impl PeerSession {
@@ -75,6 +77,7 @@ impl PeerSession {
         let mut session = Self {
             state,
             status: PeerStatus::Unknown,
+            advertised: None,
         };
         session.apply_access(access);
         session
@@ -87,6 +90,20 @@ impl PeerSession {
         let mut session = Self::new(saved, access);
         session.state.needs_reset = true;
         session
+    }
+
+    /// Makes sure the peer hears our current heads at least once.
+    ///
+    /// automerge skips answering a message that carries no changes and the heads we already
+    /// have, assuming the peer knows we have them (it records them as `last_sent_heads`). While
+    /// the engine holds messages back until a persist commits, that assumption is wrong: we never
+    /// told the peer, and it waits for an answer forever (a device would never learn that its
+    /// changes are saved). Restoring `last_sent_heads` to what we really sent makes automerge
+    /// answer.
+    pub(crate) fn advertise(&mut self, heads: &[ChangeHash]) {
+        if self.advertised.as_deref() != Some(heads) && self.state.last_sent_heads == heads {
+            self.state.last_sent_heads = self.advertised.clone().unwrap_or_default();
+        }
     }
 
     /// A read-only peer's changes are ignored by automerge itself (`State::read_only`).

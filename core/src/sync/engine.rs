@@ -790,6 +790,7 @@ impl SyncEngine {
                 continue;
             }
             session.apply_access(access);
+            session.advertise(&doc.get_heads());
             let generated = catch_unwind(AssertUnwindSafe(|| {
                 doc.generate_sync_message(&mut session.state)
             }));
@@ -814,6 +815,7 @@ impl SyncEngine {
                 }
             });
             if let Some(message) = message {
+                session.advertised = Some(message.heads.clone());
                 let data = message.encode();
                 let sender_id = self.config.peer_id.clone();
                 let target_id = peer.peer_id.clone();

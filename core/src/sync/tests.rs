@@ -618,3 +618,34 @@ fn an_automerge_panic_reloads_the_document_and_resets_only_that_session() {
     let stored = Automerge::load(&h.nodes[r].storage.documents[&doc]).unwrap();
     assert_eq!(stored.get_heads(), h.engine(a).heads(&doc).unwrap());
 }
+
+/// A device learns the relay's heads after every commit, even when its last message carried no
+/// changes and arrived while the relay was still committing what it had sent before. Without
+/// this the device never hears that its last change is stored ("saved to server" stalls).
+#[test]
+fn the_relay_tells_a_device_its_heads_after_a_commit_it_held_back() {
+    let (mut h, [r, a, _b], doc) = relay_and_two_devices();
+    let on_device = h.engine(a).peers().next().unwrap().connection;
+    h.nodes[r].hold_persists = true;
+    h.engine(a)
+        .local_change(doc, |d| put(d, "term", "one"))
+        .unwrap();
+    h.run_until_quiet();
+    // The relay commits the first change and answers; meanwhile the device sends a second one,
+    // and answers the relay's (now stale) reply with "my heads, no changes".
+    h.engine(a)
+        .local_change(doc, |d| put(d, "term", "two"))
+        .unwrap();
+    h.release_persists(r);
+    h.run_until_quiet();
+    h.release_persists(r);
+    h.run_until_quiet();
+    let ours = h.engine(a).heads(&doc).unwrap();
+    assert_eq!(h.engine(r).heads(&doc).unwrap(), ours);
+    assert_eq!(
+        h.engine(a).peer_heads(&doc, on_device),
+        Some(ours.clone()),
+        "the device knows the relay has its last change"
+    );
+    assert!(h.engine(a).in_sync_with(&doc, on_device));
+}
