@@ -19,6 +19,21 @@ pub enum Access {
 /// the next message. Implementations should be cheap (the relay caches per connection).
 pub trait AccessPolicy: Send {
     fn access(&self, peer: &PeerInfo, document: &DocumentId) -> Access;
+
+    /// Asked before a peer with `ReadWrite` access applies a sync message that carries changes,
+    /// with the document as it stands (empty if new). The relay checks here that every change is
+    /// written under an actor bound to the peer's device, and what a new document claims to be.
+    /// `ReadWrite` applies the message; `Read` applies it read-only (its changes are dropped,
+    /// neither stored nor forwarded); `None` answers `doc-unavailable` as for an absent document.
+    fn accept_changes(
+        &self,
+        _peer: &PeerInfo,
+        _document: &DocumentId,
+        _current: &automerge::Automerge,
+        _message: &automerge::sync::Message,
+    ) -> Access {
+        Access::ReadWrite
+    }
 }
 
 /// automerge-repo's default: whoever knows a document id may read and write it.
