@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
-use crate::auth;
+use crate::auth::{self, AuthConfig};
 use crate::connection::{self, ConnectionLimits};
 use crate::relay::RelayHandle;
 
@@ -18,6 +18,7 @@ pub struct AppState {
     pub relay: RelayHandle,
     pub(crate) limits: ConnectionLimits,
     pub max_frame_bytes: usize,
+    pub auth: AuthConfig,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -54,7 +55,14 @@ async fn sync(
                 .into_response();
         }
     };
-    let identity = match auth::authenticate(&headers, query.token.as_deref()) {
+    let identity = match auth::authenticate(
+        &headers,
+        query.token.as_deref(),
+        &state.relay.store,
+        state.auth,
+    )
+    .await
+    {
         Ok(identity) => identity,
         Err(refused) => return (StatusCode::UNAUTHORIZED, refused.to_string()).into_response(),
     };
@@ -63,6 +71,7 @@ async fn sync(
         limits,
         max_frame_bytes,
         shutdown,
+        ..
     } = state;
     upgrade
         .max_message_size(max_frame_bytes)

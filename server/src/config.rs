@@ -29,11 +29,39 @@ pub struct ServeConfig {
     pub send_queue: usize,
 
     /// Most documents one connection may sync.
-    #[arg(long, env = "TANDEM_MAX_DOCUMENTS_PER_CONNECTION", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "TANDEM_MAX_DOCUMENTS_PER_CONNECTION",
+        default_value_t = 100_000
+    )]
     pub max_documents_per_connection: usize,
+
+    /// DEVELOPMENT ONLY: admit connections without a token, as anonymous peers that may read and
+    /// write every document. Never on by default.
+    #[arg(long, env = "TANDEM_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// TLS terminates in a proxy in front of this relay: allows listening on a non-loopback
+    /// address, which is otherwise refused (tokens would cross the network in clear text).
+    #[arg(long, env = "TANDEM_BEHIND_TLS_PROXY")]
+    pub behind_tls_proxy: bool,
 }
 
 impl ServeConfig {
+    /// Refuses settings that would expose tokens: a non-loopback address without
+    /// `--behind-tls-proxy` (the relay does not serve TLS itself).
+    pub fn validate(&self) -> crate::Result<()> {
+        if !self.listen.ip().is_loopback() && !self.behind_tls_proxy {
+            return Err(crate::Error::Config(format!(
+                "refusing to listen on {} without TLS: bearer tokens would cross the network in \
+                 clear text. Put a TLS-terminating proxy in front and pass --behind-tls-proxy, or \
+                 listen on a loopback address",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
     }

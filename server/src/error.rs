@@ -13,7 +13,10 @@ pub enum Error {
     SchemaTooNew { found: i64, supported: i64 },
 
     #[error("stored document {document} is damaged: {reason}")]
-    Corrupt { document: DocumentId, reason: String },
+    Corrupt {
+        document: DocumentId,
+        reason: String,
+    },
 
     #[error("invalid configuration: {0}")]
     Config(String),

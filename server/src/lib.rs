@@ -4,6 +4,9 @@
 //! `tandem-server serve` runs it; [`Server`] runs it inside another program (the tests do).
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -24,6 +27,7 @@ use tokio::sync::watch;
 pub use error::{Error, Result};
 
 use crate::app::AppState;
+use crate::auth::AuthConfig;
 use crate::config::ServeConfig;
 use crate::connection::ConnectionLimits;
 use crate::metrics::Metrics;
@@ -42,6 +46,7 @@ pub struct Server {
 impl Server {
     /// Opens the database under `config.data` and binds `config.listen`.
     pub async fn bind(config: &ServeConfig) -> Result<Self> {
+        config.validate()?;
         std::fs::create_dir_all(&config.data)?;
         let store = Arc::new(SqliteStore::open(&config.database_path())?);
         let listener = TcpListener::bind(config.listen).await?;
@@ -58,6 +63,9 @@ impl Server {
                 send_queue: config.send_queue,
             },
             max_frame_bytes: config.max_frame_bytes,
+            auth: AuthConfig {
+                allow_anonymous: config.allow_anonymous,
+            },
             shutdown: shutdown_watch,
         };
         Ok(Self {
@@ -102,6 +110,11 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     let server = Server::bind(&config).await?;
     let address = server.local_addr()?;
     tracing::info!(%address, data = %config.data.display(), "relay listening");
+    if config.allow_anonymous {
+        tracing::warn!(
+            "--allow-anonymous: connections without a token may read and write everything"
+        );
+    }
     // A line on stdout that scripts and tests wait for.
     println!("tandem-server listening on {address}");
     server.run(stop_signal()).await

@@ -1,6 +1,7 @@
 //! `tandem-server`: the relay's command line.
 
 use clap::{Parser, Subcommand};
+use tandem_server::admin::AdminCommand;
 use tandem_server::config::ServeConfig;
 
 #[derive(Debug, Parser)]
@@ -14,6 +15,8 @@ struct Cli {
 enum Command {
     /// Run the relay: websocket sync at `/` and `/sync`, `/healthz`, `/metrics`.
     Serve(ServeConfig),
+    /// Administer accounts: programs, users, pairings, device tokens; read the audit.
+    Admin(AdminCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +34,9 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(tandem_server::serve(config))?;
+        }
+        Command::Admin(command) => {
+            tandem_server::admin::run(command, &mut std::io::stdout().lock())?;
         }
     }
     Ok(())

@@ -114,6 +114,9 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("tandem_relay_connections 3"), "{text}");
         assert!(text.contains("tandem_relay_bytes_in_total 42"), "{text}");
-        assert!(text.contains("tandem_relay_commit_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("tandem_relay_commit_seconds_bucket"),
+            "{text}"
+        );
     }
 }

@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use automerge::ReadDoc;
 use tandem_core::DocumentId;
 use tandem_core::sync::{
     ConnectionId, Direction, Effect, EngineConfig, Limits, PersistTicket, Role, StorageId,
@@ -19,12 +20,18 @@ use tandem_core::sync::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::access::RelayPolicy;
+use crate::accounts::{Accounts, now_millis};
 use crate::auth::Identity;
 use crate::metrics::Metrics;
 use crate::store::{NewChanges, RelayStore, SyncStateRecord};
 
 /// Most persists committed in one transaction.
 const MAX_BATCH: usize = 4096;
+
+/// How often the relay looks at the accounts revision: a revoked token or an ended pairing
+/// takes effect on live connections within this delay (and the time to re-read the accounts).
+const ACCOUNTS_POLL: Duration = Duration::from_millis(250);
 
 /// What the relay's tasks tell the hub.
 #[derive(Debug)]
@@ -49,6 +56,8 @@ pub(crate) enum Command {
         tickets: Vec<PersistTicket>,
         ok: bool,
     },
+    /// The poller's tick: new accounts if an administrator changed something.
+    Accounts(Option<Box<Accounts>>),
     Shutdown,
 }
 
@@ -81,6 +90,7 @@ pub struct Relay {
     handle: RelayHandle,
     hub: JoinHandle<()>,
     writer: JoinHandle<()>,
+    poller: JoinHandle<()>,
 }
 
 /// What a connection needs to talk to the hub.
@@ -108,7 +118,14 @@ impl Relay {
         let engine_config = EngineConfig::new(format!("tandem-relay-{storage_id}"), Role::Relay)
             .with_storage_id(StorageId::new(storage_id))
             .with_limits(config.limits);
-        let engine = SyncEngine::new(engine_config);
+        let policy = RelayPolicy::default();
+        let revision = {
+            let mut state = policy.lock();
+            state.accounts = store.load_accounts()?;
+            state.documents = store.document_records()?.into_iter().collect();
+            state.accounts.revision
+        };
+        let engine = SyncEngine::with_policy(engine_config, Box::new(policy.clone()));
         let (commands, receiver) = mpsc::channel(1024);
         // Unbounded on purpose: the hub must never wait on the writer while the writer waits to
         // report to the hub. Its length is bounded by the frames the hub accepted.
@@ -124,8 +141,11 @@ impl Relay {
             commands.clone(),
             metrics.clone(),
         ));
+        let poller = tokio::spawn(poll_accounts(store.clone(), commands.clone(), revision));
         let hub = Hub {
             engine,
+            policy,
+            creating: HashMap::new(),
             connections: HashMap::new(),
             store,
             writes,
@@ -138,6 +158,7 @@ impl Relay {
             handle,
             hub,
             writer,
+            poller,
         })
     }
 
@@ -148,6 +169,7 @@ impl Relay {
     /// Closes every connection, lets the writer commit what it holds, and waits for both tasks.
     pub async fn shutdown(self) {
         let _ = self.handle.commands.send(Command::Shutdown).await;
+        self.poller.abort();
         drop(self.handle);
         if let Err(e) = self.hub.await {
             tracing::error!("relay hub ended abnormally: {e}");
@@ -160,6 +182,9 @@ impl Relay {
 
 struct Hub {
     engine: SyncEngine,
+    policy: RelayPolicy,
+    /// Persists that create a document, committed with its record.
+    creating: HashMap<PersistTicket, DocumentId>,
     connections: HashMap<ConnectionId, (mpsc::Sender<Outbound>, Identity)>,
     store: Arc<dyn RelayStore>,
     writes: mpsc::UnboundedSender<Write>,
@@ -192,7 +217,11 @@ impl Hub {
                     return;
                 }
                 let connection = self.engine.connection_opened(Direction::Incoming);
-                tracing::debug!(%connection, user = %identity, "connection opened");
+                tracing::info!(%connection, user = %identity, "connection opened");
+                self.policy
+                    .lock()
+                    .connections
+                    .insert(connection, identity.clone());
                 self.connections.insert(connection, (outbound, identity));
                 let _ = reply.send(connection);
             }
@@ -208,11 +237,20 @@ impl Hub {
                     self.metrics.rejected_frames.inc();
                     self.close(connection, "internal error");
                 }
+                let violators = std::mem::take(&mut self.policy.lock().violations);
+                for connection in violators {
+                    self.close(
+                        connection,
+                        "changes under an actor not bound to this device",
+                    );
+                }
             }
             Command::Closed { connection } => {
                 self.connections.remove(&connection);
+                self.policy.lock().connections.remove(&connection);
                 self.engine.connection_closed(connection);
             }
+            Command::Accounts(accounts) => self.refresh(accounts),
             Command::Loaded { document, stored } => match stored {
                 Ok(stored) => {
                     if let Err(e) = self.engine.document_loaded(document, stored) {
@@ -226,6 +264,13 @@ impl Hub {
             },
             Command::Committed { tickets, ok } => {
                 for ticket in tickets {
+                    if let Some(document) = self.creating.remove(&ticket) {
+                        let mut state = self.policy.lock();
+                        let record = state.pending.remove(&document);
+                        if let (true, Some(record)) = (ok, record) {
+                            state.documents.insert(document, record);
+                        }
+                    }
                     if ok {
                         self.engine.persisted(ticket);
                     } else {
@@ -243,9 +288,47 @@ impl Hub {
         }
     }
 
+    /// Closes a connection. Its identity is forgotten at once, so frames still in flight from it
+    /// are answered as for a stranger.
     fn close(&mut self, connection: ConnectionId, reason: &str) {
         if let Some((outbound, _)) = self.connections.get(&connection) {
             let _ = outbound.try_send(Outbound::Close(reason.to_owned()));
+        }
+        self.policy.lock().connections.remove(&connection);
+    }
+
+    /// New accounts (if any), then every connection whose token was revoked or has expired is
+    /// closed. Pairings need nothing more: the policy reads the new accounts on the next message.
+    fn refresh(&mut self, accounts: Option<Box<Accounts>>) {
+        let now = now_millis();
+        let mut closing = Vec::new();
+        {
+            let mut state = self.policy.lock();
+            if let Some(accounts) = accounts {
+                let mut accounts = *accounts;
+                // Actors bound on first use but not yet committed stay bound.
+                for (actor, device) in &state.new_bindings {
+                    accounts.actors.insert(actor.clone(), *device);
+                }
+                tracing::info!(revision = accounts.revision, "accounts changed");
+                state.accounts = accounts;
+            }
+            for (connection, identity) in &state.connections {
+                if let Identity::Device(grant) = identity {
+                    let valid = state
+                        .accounts
+                        .tokens
+                        .get(&grant.token)
+                        .is_some_and(|token| token.is_valid(now));
+                    if !valid {
+                        closing.push(*connection);
+                    }
+                }
+            }
+        }
+        for connection in closing {
+            tracing::info!(%connection, "closing: token revoked or expired");
+            self.close(connection, "token revoked or expired");
         }
     }
 
@@ -261,6 +344,7 @@ impl Hub {
                         // without bound; it is disconnected and resyncs when it reconnects.
                         tracing::warn!(%connection, "send queue full; disconnecting slow peer");
                         self.connections.remove(&connection);
+                        self.policy.lock().connections.remove(&connection);
                         self.engine.connection_closed(connection);
                     }
                 }
@@ -275,10 +359,7 @@ impl Hub {
                     document,
                     changes,
                 } => {
-                    let changes = NewChanges {
-                        document,
-                        bytes: changes,
-                    };
+                    let changes = self.with_access_records(ticket, document, changes);
                     let _ = self.writes.send(Write::Changes { ticket, changes });
                 }
                 Effect::SaveSyncState {
@@ -303,6 +384,44 @@ impl Hub {
         }
     }
 
+    /// Attaches to a persist what must be committed with it: the document's record if these are
+    /// its first changes, the audit of who wrote them, and actors bound on first use.
+    fn with_access_records(
+        &mut self,
+        ticket: PersistTicket,
+        document: DocumentId,
+        bytes: Vec<u8>,
+    ) -> NewChanges {
+        let mut changes = NewChanges::new(document, bytes);
+        let mut state = self.policy.lock();
+        if !state.documents.contains_key(&document) {
+            match state.pending.get(&document) {
+                Some(record) => {
+                    changes.record = Some(record.clone());
+                    self.creating.insert(ticket, document);
+                }
+                None => tracing::error!(%document, "a new document without a record"),
+            }
+        }
+        changes.bindings = std::mem::take(&mut state.new_bindings);
+        let doc = self.engine.document(&document);
+        let (audited, waiting) =
+            std::mem::take(&mut state.written)
+                .into_iter()
+                .partition(|written| {
+                    written.document == document
+                        && doc.is_some_and(|doc| {
+                            written
+                                .hashes
+                                .iter()
+                                .all(|hash| doc.get_change_by_hash(hash).is_some())
+                        })
+                });
+        changes.audit = audited;
+        state.written = waiting;
+        changes
+    }
+
     fn load(&self, document: DocumentId) {
         let store = self.store.clone();
         let commands = self.commands.clone();
@@ -316,6 +435,40 @@ impl Hub {
                 });
             let _ = commands.send(Command::Loaded { document, stored }).await;
         });
+    }
+}
+
+/// Tells the hub, every [`ACCOUNTS_POLL`], whether the accounts changed (and how they are now).
+async fn poll_accounts(store: Arc<dyn RelayStore>, hub: mpsc::Sender<Command>, revision: i64) {
+    let mut seen = revision;
+    let mut ticks = tokio::time::interval(ACCOUNTS_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let store = store.clone();
+        let last = seen;
+        let read = tokio::task::spawn_blocking(move || -> crate::Result<_> {
+            let revision = store.revision()?;
+            if revision == last {
+                return Ok((revision, None));
+            }
+            Ok((revision, Some(Box::new(store.load_accounts()?))))
+        })
+        .await;
+        let accounts = match read {
+            Ok(Ok((revision, accounts))) => {
+                seen = revision;
+                accounts
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("reading the accounts failed: {e}");
+                None
+            }
+            Err(_) => None,
+        };
+        if hub.send(Command::Accounts(accounts)).await.is_err() {
+            return;
+        }
     }
 }
 

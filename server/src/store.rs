@@ -10,13 +10,35 @@ pub use sqlite::SqliteStore;
 
 use tandem_core::DocumentId;
 
+use crate::access::{DocumentRecord, Written};
+use crate::accounts::{Accounts, Grant};
 use crate::error::Result;
 
-/// Bytes of Automerge changes for one document, to be committed.
+/// Bytes of Automerge changes for one document, to be committed, with what access needs kept in
+/// the same transaction.
 #[derive(Debug, Clone)]
 pub struct NewChanges {
     pub document: DocumentId,
     pub bytes: Vec<u8>,
+    /// What the document is, when these are its first changes.
+    pub record: Option<DocumentRecord>,
+    /// Who wrote them.
+    pub audit: Vec<Written>,
+    /// Actors bound to web devices on first use: (actor, device).
+    pub bindings: Vec<(Vec<u8>, i64)>,
+}
+
+impl NewChanges {
+    /// Changes with nothing else to record.
+    pub fn new(document: DocumentId, bytes: Vec<u8>) -> Self {
+        Self {
+            document,
+            bytes,
+            record: None,
+            audit: Vec::new(),
+            bindings: Vec::new(),
+        }
+    }
 }
 
 /// One stored chunk of a document: a compacted snapshot or the changes of one commit.
@@ -58,4 +80,15 @@ pub trait RelayStore: Send + Sync + 'static {
 
     /// How many documents the relay holds.
     fn document_count(&self) -> Result<u64>;
+
+    /// The grant of a presented token, if it is known, unexpired and unrevoked at `now`.
+    fn authenticate(&self, token: &str, now: i64) -> Result<Option<Grant>>;
+
+    /// The accounts revision: it moves whenever an administrator changes anything.
+    fn revision(&self) -> Result<i64>;
+
+    fn load_accounts(&self) -> Result<Accounts>;
+
+    /// What every stored document is.
+    fn document_records(&self) -> Result<Vec<(DocumentId, DocumentRecord)>>;
 }

@@ -8,9 +8,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tandem_core::DocumentId;
 
 use super::{NewChanges, RelayStore, StoredChunk, SyncStateRecord};
+use crate::access::{DocumentRecord, Kind};
+use crate::accounts::{self, Accounts, Grant};
 use crate::error::{Error, Result};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/001_documents.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/001_documents.sql"),
+    include_str!("../../migrations/002_accounts.sql"),
+];
 
 /// The relay's SQLite database. One connection behind a mutex: SQLite has one writer anyway, and
 /// batching (group commit) is what makes writes fast, not more connections.
@@ -40,10 +45,17 @@ impl SqliteStore {
         })
     }
 
+    /// The connection, for the account administration functions (`crate::accounts`).
+    pub fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn()
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-done transaction behind: rusqlite
         // rolls back an unfinished transaction when it is dropped, so the connection is usable.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -100,16 +112,49 @@ impl RelayStore for SqliteStore {
         {
             let now = now_millis();
             let mut add_document = tx.prepare_cached(
-                "INSERT INTO documents (id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                "INSERT INTO documents (id, created_at, kind, program, coach, mentee, creator)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
             )?;
             let mut add_chunk = tx.prepare_cached(
                 "INSERT INTO chunks (document, is_snapshot, bytes, created_at)
                  VALUES (?1, 0, ?2, ?3)",
             )?;
+            let mut add_audit = tx.prepare_cached(
+                "INSERT INTO audit (document, user_id, device, changes, hashes, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut bind = tx.prepare_cached(
+                "INSERT INTO device_actors (actor, device, bound_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?;
             for changes in batch {
                 let id = &changes.document.as_bytes()[..];
-                add_document.execute(params![id, now])?;
+                let record = changes.record.as_ref();
+                add_document.execute(params![
+                    id,
+                    now,
+                    record.map_or(Kind::Other, |r| r.kind).as_str(),
+                    record.and_then(|r| r.program),
+                    record.and_then(|r| r.coach),
+                    record.and_then(|r| r.mentee),
+                    record.and_then(|r| r.creator),
+                ])?;
                 add_chunk.execute(params![id, changes.bytes, now])?;
+                for written in &changes.audit {
+                    let hashes: Vec<String> =
+                        written.hashes.iter().map(|h| h.to_string()).collect();
+                    add_audit.execute(params![
+                        id,
+                        written.user,
+                        written.device,
+                        written.hashes.len() as i64,
+                        hashes.join(" "),
+                        now
+                    ])?;
+                }
+                for (actor, device) in &changes.bindings {
+                    bind.execute(params![actor, device, now])?;
+                }
             }
         }
         tx.commit()?;
@@ -137,11 +182,12 @@ impl RelayStore for SqliteStore {
 
     fn load_sync_states(&self, document: DocumentId) -> Result<Vec<(String, Vec<u8>)>> {
         let conn = self.conn();
-        let mut statement = conn.prepare_cached(
-            "SELECT peer_storage_id, state FROM sync_states WHERE document = ?1",
-        )?;
+        let mut statement = conn
+            .prepare_cached("SELECT peer_storage_id, state FROM sync_states WHERE document = ?1")?;
         let states = statement
-            .query_map([&document.as_bytes()[..]], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .query_map([&document.as_bytes()[..]], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(states)
     }
@@ -173,9 +219,11 @@ impl RelayStore for SqliteStore {
             "INSERT INTO meta (key, value) VALUES ('storage_id', ?1) ON CONFLICT DO NOTHING",
             [&fresh],
         )?;
-        let id = conn.query_row("SELECT value FROM meta WHERE key = 'storage_id'", [], |row| {
-            row.get(0)
-        })?;
+        let id = conn.query_row(
+            "SELECT value FROM meta WHERE key = 'storage_id'",
+            [],
+            |row| row.get(0),
+        )?;
         Ok(id)
     }
 
@@ -185,6 +233,46 @@ impl RelayStore for SqliteStore {
             .query_row("SELECT count(*) FROM documents", [], |row| row.get(0))?;
         Ok(count as u64)
     }
+
+    fn authenticate(&self, token: &str, now: i64) -> Result<Option<Grant>> {
+        accounts::authenticate(&self.conn(), token, now)
+    }
+
+    fn revision(&self) -> Result<i64> {
+        accounts::revision(&self.conn())
+    }
+
+    fn load_accounts(&self) -> Result<Accounts> {
+        accounts::load(&mut self.conn())
+    }
+
+    fn document_records(&self) -> Result<Vec<(DocumentId, DocumentRecord)>> {
+        let conn = self.conn();
+        let mut statement =
+            conn.prepare("SELECT id, kind, program, coach, mentee, creator FROM documents")?;
+        let rows = statement.query_map([], |row| {
+            let id: Vec<u8> = row.get(0)?;
+            let kind: String = row.get(1)?;
+            Ok((
+                id,
+                DocumentRecord {
+                    kind: Kind::parse(&kind),
+                    program: row.get(2)?,
+                    coach: row.get(3)?,
+                    mentee: row.get(4)?,
+                    creator: row.get(5)?,
+                },
+            ))
+        })?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (id, record) = row?;
+            if let Ok(id) = DocumentId::from_slice(&id) {
+                records.push((id, record));
+            }
+        }
+        Ok(records)
+    }
 }
 
 #[cfg(test)]
@@ -193,10 +281,7 @@ mod tests {
     use super::*;
 
     fn changes(document: DocumentId, bytes: &[u8]) -> NewChanges {
-        NewChanges {
-            document,
-            bytes: bytes.to_vec(),
-        }
+        NewChanges::new(document, bytes.to_vec())
     }
 
     #[test]
@@ -222,8 +307,16 @@ mod tests {
     fn compaction_keeps_chunks_appended_after_the_snapshot_was_taken() {
         let store = SqliteStore::open_in_memory().unwrap();
         let doc = DocumentId::random();
-        store.append_changes(&[changes(doc, b"1"), changes(doc, b"2")]).unwrap();
-        let folded = store.load_document(doc).unwrap().unwrap().last().unwrap().seq;
+        store
+            .append_changes(&[changes(doc, b"1"), changes(doc, b"2")])
+            .unwrap();
+        let folded = store
+            .load_document(doc)
+            .unwrap()
+            .unwrap()
+            .last()
+            .unwrap()
+            .seq;
         store.append_changes(&[changes(doc, b"3")]).unwrap();
         store.compact(doc, b"snapshot(1,2)", folded).unwrap();
         let chunks = store.load_document(doc).unwrap().unwrap();
@@ -248,7 +341,12 @@ mod tests {
             store.load_sync_states(doc).unwrap(),
             vec![("peer-storage".to_owned(), b"second".to_vec())]
         );
-        assert!(store.load_sync_states(DocumentId::random()).unwrap().is_empty());
+        assert!(
+            store
+                .load_sync_states(DocumentId::random())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -256,7 +354,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.sqlite");
         let first = SqliteStore::open(&path).unwrap().storage_id().unwrap();
-        assert_eq!(SqliteStore::open(&path).unwrap().storage_id().unwrap(), first);
+        assert_eq!(
+            SqliteStore::open(&path).unwrap().storage_id().unwrap(),
+            first
+        );
     }
 
     #[test]
@@ -268,7 +369,10 @@ mod tests {
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
         let error = SqliteStore::open(&path).unwrap_err();
-        assert!(matches!(error, Error::SchemaTooNew { found: 99, .. }), "{error}");
+        assert!(
+            matches!(error, Error::SchemaTooNew { found: 99, .. }),
+            "{error}"
+        );
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))

@@ -53,9 +53,17 @@ pub struct RelayProcess {
 }
 
 impl RelayProcess {
-    /// Starts the relay on `data` with `--listen 127.0.0.1:0` and waits for its "listening on"
-    /// line to learn the port.
+    /// Starts a development relay (`--allow-anonymous`: the tests that are not about access
+    /// connect without tokens) on `data`; see [`RelayProcess::start_secure`].
     pub fn start(data: &Path, extra_args: &[&str]) -> Self {
+        let mut args = vec!["--allow-anonymous"];
+        args.extend_from_slice(extra_args);
+        Self::start_secure(data, &args)
+    }
+
+    /// Starts the relay as it runs by default (tokens required) on `data` with
+    /// `--listen 127.0.0.1:0`, and waits for its "listening on" line to learn the port.
+    pub fn start_secure(data: &Path, extra_args: &[&str]) -> Self {
         let log = data.join("relay.log");
         std::fs::create_dir_all(data).expect("create the data folder");
         let log_file = std::fs::OpenOptions::new()
@@ -186,6 +194,8 @@ pub fn config(data: &Path) -> ServeConfig {
         idle_timeout_secs: 300,
         send_queue: 256,
         max_documents_per_connection: 100_000,
+        allow_anonymous: true,
+        behind_tls_proxy: false,
     }
 }
 
@@ -349,21 +359,55 @@ pub struct RawClient {
 impl RawClient {
     /// Opens a websocket to `url` without joining.
     pub async fn connect(url: &str, peer_id: &str) -> Self {
-        let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        Self::connect_with(url, peer_id, None)
             .await
-            .expect("websocket upgrade in time")
-            .expect("websocket upgrade");
-        Self {
-            ws,
-            peer_id: peer_id.to_owned(),
-            relay_id: String::new(),
+            .unwrap_or_else(|status| panic!("websocket upgrade refused with {status}"))
+    }
+
+    /// Opens a websocket to `url`, with `Authorization: Bearer <token>` if given; the HTTP
+    /// status if the upgrade is refused.
+    pub async fn connect_with(url: &str, peer_id: &str, token: Option<&str>) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("a websocket URL");
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("a header value");
+            request.headers_mut().insert("authorization", value);
         }
+        let connected = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("websocket upgrade in time");
+        match connected {
+            Ok((ws, _)) => Ok(Self {
+                ws,
+                peer_id: peer_id.to_owned(),
+                relay_id: String::new(),
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("websocket upgrade failed: {e}"),
+        }
+    }
+
+    /// Connects with `token` as a bearer header and joins.
+    pub async fn join_with(url: &str, peer_id: &str, token: &str) -> Result<(Self, Value), u16> {
+        let mut client = Self::connect_with(url, peer_id, Some(token)).await?;
+        let peer = client.handshake("peerMetadata").await;
+        Ok((client, peer))
     }
 
     /// Connects and joins, sending the peer's metadata under `metadata_key` (`peerMetadata` as the
     /// implementations write it, or `metadata` as the spec names it). Returns the relay's `peer`.
     pub async fn join(url: &str, peer_id: &str, metadata_key: &str) -> (Self, Value) {
         let mut client = Self::connect(url, peer_id).await;
+        let peer = client.handshake(metadata_key).await;
+        (client, peer)
+    }
+
+    /// Sends `join` and waits for the relay's `peer`.
+    async fn handshake(&mut self, metadata_key: &str) -> Value {
+        let peer_id = self.peer_id.clone();
+        let client = self;
         let metadata = cbor_map(vec![
             ("storageId", text(format!("storage-of-{peer_id}"))),
             ("isEphemeral", Value::Bool(false)),
@@ -380,7 +424,7 @@ impl RawClient {
         client.relay_id = text_field(&peer, "senderId")
             .expect("the relay names itself")
             .to_owned();
-        (client, peer)
+        peer
     }
 
     pub async fn send(&mut self, message: Value) {

@@ -1,0 +1,365 @@
+//! Who may read and write which document: the rules of `docs/access.md`, as the relay's
+//! [`AccessPolicy`].
+//!
+//! Every document is recorded, when its first changes reach the relay, with its kind and the
+//! people it concerns (program, coach, mentee), read from its content, and with its creator. A new
+//! document is accepted only if its writer may write a document of that kind for those people, so
+//! nobody can plant a "plan" for someone else's mentee. Decisions are made per message from that
+//! record and the current accounts; nothing is cached, so an ended pairing or a revoked token
+//! counts from the next message.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use automerge::{Automerge, ReadDoc};
+use tandem_core::DocumentId;
+use tandem_core::sync::{Access, AccessPolicy, ConnectionId, PeerInfo};
+
+use crate::accounts::{Accounts, Role, now_millis};
+use crate::auth::Identity;
+
+/// What a document is, as far as access goes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Kind {
+    Plan,
+    Session,
+    Notes,
+    Directory,
+    /// Not a Tandem document (no known root `type`): private to its creator.
+    Other,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Session => "session",
+            Self::Notes => "notes",
+            Self::Directory => "directory",
+            Self::Other => "other",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "plan" => Self::Plan,
+            "session" => Self::Session,
+            "notes" => Self::Notes,
+            "directory" => Self::Directory,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// What the relay remembers about a document, fixed when it first arrived.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DocumentRecord {
+    pub kind: Kind,
+    pub program: Option<i64>,
+    pub coach: Option<i64>,
+    pub mentee: Option<i64>,
+    /// `None` for documents written anonymously (development) or stored before accounts existed.
+    pub creator: Option<i64>,
+}
+
+/// What a user may do with a recorded document at `now`: the table of `docs/access.md`.
+pub fn decide(accounts: &Accounts, record: &DocumentRecord, user: i64, now: i64) -> Access {
+    let Some(who) = accounts.users.get(&user) else {
+        return Access::None;
+    };
+    let coaching = |coach: i64| match (record.program, record.mentee) {
+        (Some(program), Some(mentee)) => accounts.active_pairing(program, coach, mentee, now),
+        _ => false,
+    };
+    let is_mentee = record.mentee == Some(user);
+    let coordinates =
+        who.role == Role::Coordinator && who.program.is_some() && who.program == record.program;
+    let read_if_coordinator = if coordinates {
+        Access::Read
+    } else {
+        Access::None
+    };
+    match record.kind {
+        Kind::Other => {
+            if record.creator == Some(user) {
+                Access::ReadWrite
+            } else {
+                Access::None
+            }
+        }
+        // The mentee's own plan and session logs; any coach in an active pairing with the mentee.
+        Kind::Plan | Kind::Session => {
+            if is_mentee || coaching(user) {
+                Access::ReadWrite
+            } else {
+                read_if_coordinator
+            }
+        }
+        // The coach's private notes: that coach while the pairing is active; coordinators read.
+        Kind::Notes => {
+            if record.coach == Some(user) && coaching(user) {
+                Access::ReadWrite
+            } else {
+                read_if_coordinator
+            }
+        }
+        // The pairing's directory: its mentee, and its coach while the pairing is active.
+        Kind::Directory => {
+            if is_mentee || (record.coach == Some(user) && coaching(user)) {
+                Access::ReadWrite
+            } else {
+                read_if_coordinator
+            }
+        }
+    }
+}
+
+/// Reads what a new document claims to be, and decides whether `user` may create it. `None` when
+/// it claims people or a program the relay does not know, or when `user` may not write it.
+pub fn classify(
+    accounts: &Accounts,
+    doc: &Automerge,
+    user: i64,
+    now: i64,
+) -> Option<DocumentRecord> {
+    let text = |key: &str| -> Option<String> {
+        let (value, _) = doc.get(automerge::ROOT, key).ok()??;
+        value.into_string().ok()
+    };
+    let kind = text("type").map_or(Kind::Other, |t| Kind::parse(&t));
+    if kind == Kind::Other {
+        return Some(DocumentRecord {
+            kind,
+            program: None,
+            coach: None,
+            mentee: None,
+            creator: Some(user),
+        });
+    }
+    let mentee = accounts.user_by_name(&text("mentee")?)?;
+    if mentee.role != Role::Mentee {
+        return None;
+    }
+    let program = mentee.program?;
+    // A document that names its program must name the mentee's.
+    if let Some(named) = text("program")
+        && accounts.program_by_name(&named) != Some(program)
+    {
+        return None;
+    }
+    let coach = match kind {
+        Kind::Plan => None,
+        _ => {
+            let coach = accounts.user_by_name(&text("coach")?)?;
+            if !accounts.active_pairing(program, coach.id, mentee.id, now) {
+                return None;
+            }
+            Some(coach.id)
+        }
+    };
+    let record = DocumentRecord {
+        kind,
+        program: Some(program),
+        coach,
+        mentee: Some(mentee.id),
+        creator: Some(user),
+    };
+    let may_write = match kind {
+        Kind::Plan => decide(accounts, &record, user, now) == Access::ReadWrite,
+        // Only the people of that pairing start its session logs and directory, and only the
+        // coach the notes.
+        Kind::Session | Kind::Directory => user == mentee.id || Some(user) == coach,
+        Kind::Notes => Some(user) == coach,
+        Kind::Other => true,
+    };
+    may_write.then_some(record)
+}
+
+/// One accepted sync message that brought changes, waiting for its commit to be audited.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub document: DocumentId,
+    pub user: Option<i64>,
+    pub device: Option<i64>,
+    pub hashes: Vec<automerge::ChangeHash>,
+}
+
+/// The state the policy decides from, shared by the hub and the engine's policy.
+#[derive(Debug, Default)]
+pub struct AccessState {
+    pub accounts: Accounts,
+    /// Every document the relay holds.
+    pub documents: HashMap<DocumentId, DocumentRecord>,
+    /// Documents whose first changes were accepted and are being committed.
+    pub pending: HashMap<DocumentId, DocumentRecord>,
+    pub connections: HashMap<ConnectionId, Identity>,
+    /// Actors bound on first use, not yet committed.
+    pub new_bindings: Vec<(Vec<u8>, i64)>,
+    pub written: Vec<Written>,
+    /// Connections that sent changes under an actor not bound to their device; the hub closes them.
+    pub violations: Vec<ConnectionId>,
+}
+
+impl AccessState {
+    fn record(&self, document: &DocumentId) -> Option<&DocumentRecord> {
+        self.documents
+            .get(document)
+            .or_else(|| self.pending.get(document))
+    }
+
+    /// The access of a connection's peer; `None` for unknown connections.
+    pub fn access(&self, connection: ConnectionId, document: &DocumentId) -> Access {
+        match self.connections.get(&connection) {
+            None => Access::None,
+            Some(Identity::Anonymous) => Access::ReadWrite,
+            Some(Identity::Device(grant)) => match self.record(document) {
+                Some(record) => decide(&self.accounts, record, grant.user, now_millis()),
+                // Nothing stored: the peer may offer it; `accept_changes` decides on creation.
+                None => Access::ReadWrite,
+            },
+        }
+    }
+
+    /// Whether the document is recorded as absent for everyone: not stored, not being stored.
+    pub fn is_known(&self, document: &DocumentId) -> bool {
+        self.record(document).is_some()
+    }
+}
+
+/// The relay's [`AccessPolicy`]: the engine's view of the shared [`AccessState`].
+#[derive(Clone, Debug, Default)]
+pub struct RelayPolicy {
+    pub state: Arc<Mutex<AccessState>>,
+}
+
+impl RelayPolicy {
+    pub fn lock(&self) -> MutexGuard<'_, AccessState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The changes a sync message would add to `current`, or `None` if some cannot be applied yet
+/// (missing dependencies: such a message is refused whole, so no change escapes the check by
+/// waiting in automerge's queue) or are unreadable.
+fn new_changes(
+    current: &Automerge,
+    message: &automerge::sync::Message,
+) -> Option<(Automerge, Vec<automerge::Change>)> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let mut scratch = current.fork();
+        for chunk in message.changes.iter() {
+            scratch.load_incremental(chunk).ok()?;
+        }
+        if !scratch.get_missing_deps(&[]).is_empty() {
+            return None;
+        }
+        let changes = scratch.get_changes(&current.get_heads());
+        Some((scratch, changes))
+    }))
+    .ok()
+    .flatten()
+}
+
+impl AccessPolicy for RelayPolicy {
+    fn access(&self, peer: &PeerInfo, document: &DocumentId) -> Access {
+        self.lock().access(peer.connection, document)
+    }
+
+    fn accept_changes(
+        &self,
+        peer: &PeerInfo,
+        document: &DocumentId,
+        current: &Automerge,
+        message: &automerge::sync::Message,
+    ) -> Access {
+        let mut state = self.lock();
+        let identity = state.connections.get(&peer.connection).cloned();
+        let Some((after, changes)) = new_changes(current, message) else {
+            tracing::warn!(connection = %peer.connection, %document, "refused changes that cannot be checked");
+            return Access::Read;
+        };
+        let hashes: Vec<_> = changes.iter().map(|c| c.hash()).collect();
+        let grant = match identity {
+            None => return Access::None,
+            Some(Identity::Anonymous) => {
+                if !state.is_known(document) {
+                    let record = classify_anonymous(&after);
+                    state.pending.insert(*document, record);
+                }
+                state.written.push(Written {
+                    document: *document,
+                    user: None,
+                    device: None,
+                    hashes,
+                });
+                return Access::ReadWrite;
+            }
+            Some(Identity::Device(grant)) => grant,
+        };
+        // Every new change must be written under an actor bound to this device; an unbound actor
+        // is bound to a web device on first use.
+        let bind_on_first_use = state
+            .accounts
+            .devices
+            .get(&grant.device)
+            .is_some_and(|d| d.bind_on_first_use);
+        let mut binding = Vec::new();
+        for change in &changes {
+            let actor = change.actor_id().to_bytes().to_vec();
+            match state.accounts.actors.get(&actor) {
+                Some(device) if *device == grant.device => {}
+                None if bind_on_first_use && !binding.contains(&actor) => binding.push(actor),
+                None if binding.contains(&actor) => {}
+                _ => {
+                    tracing::warn!(
+                        connection = %peer.connection, %document, user = %grant.user_name,
+                        actor = %change.actor_id(), "refused changes under an actor not bound to the device"
+                    );
+                    state.violations.push(peer.connection);
+                    return Access::Read;
+                }
+            }
+        }
+        if !state.is_known(document) {
+            match classify(&state.accounts, &after, grant.user, now_millis()) {
+                Some(record) => {
+                    state.pending.insert(*document, record);
+                }
+                // Refused exactly as an absent document is answered.
+                None => return Access::None,
+            }
+        }
+        for actor in binding {
+            state.accounts.actors.insert(actor.clone(), grant.device);
+            state.new_bindings.push((actor, grant.device));
+        }
+        state.written.push(Written {
+            document: *document,
+            user: Some(grant.user),
+            device: Some(grant.device),
+            hashes,
+        });
+        Access::ReadWrite
+    }
+}
+
+/// An anonymously written document (development relays only) has no creator; its kind is kept
+/// for the record.
+fn classify_anonymous(doc: &Automerge) -> DocumentRecord {
+    let kind = doc
+        .get(automerge::ROOT, "type")
+        .ok()
+        .flatten()
+        .and_then(|(value, _)| value.into_string().ok())
+        .map_or(Kind::Other, |t| Kind::parse(&t));
+    DocumentRecord {
+        kind,
+        program: None,
+        coach: None,
+        mentee: None,
+        creator: None,
+    }
+}
