@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+# The integration tests start the real `tandem-server` binary as a child process.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
 scripts/test-bindings.sh

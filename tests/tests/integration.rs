@@ -4,6 +4,9 @@
 #[path = "integration/crash.rs"]
 mod crash;
 
+#[path = "integration/device_sync.rs"]
+mod device_sync;
+
 #[path = "integration/js_documents.rs"]
 mod js_documents;
 
