@@ -36,6 +36,15 @@ pub enum Error {
     #[error("the database has schema version {found}, newer than this release's {supported}")]
     SchemaTooNew { found: i64, supported: i64 },
 
+    /// The database file could not be read with the key given: the key is wrong, or the file is
+    /// encrypted and no key was given (`keyed` says which). Nothing was changed.
+    #[error("{}", if *keyed {
+        "the encryption key does not open this database"
+    } else {
+        "this database is encrypted (or not a database): open it with its key"
+    })]
+    WrongKey { keyed: bool },
+
     /// Automerge refused an operation.
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),

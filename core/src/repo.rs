@@ -57,8 +57,8 @@ use crate::model::{
 };
 use crate::store::projection::{MilestonesDue, SessionsBetween};
 use crate::store::{
-    ActionItemRow, CheckInRow, ChunkKind, DocumentWrite, Durability, MilestoneRow, PlanRow,
-    Projection, SessionRow, StalePlan, Store, StoreConfig,
+    ActionItemRow, CheckInRow, ChunkKind, DocumentWrite, Durability, EncryptionKey, MilestoneRow,
+    PlanRow, Projection, SessionRow, StalePlan, Store, StoreConfig,
 };
 
 /// How to open a [`Repo`].
@@ -74,6 +74,8 @@ pub struct RepoConfig {
     /// How many documents stay loaded in memory. Each costs roughly its saved size a few times
     /// over; small documents are tens of kilobytes.
     pub cache_limit: usize,
+    /// Encrypts the device's database at rest with this key (see [`StoreConfig::key`]).
+    pub key: Option<EncryptionKey>,
 }
 
 impl RepoConfig {
@@ -85,6 +87,7 @@ impl RepoConfig {
             durability: Durability::Full,
             busy_timeout: Duration::from_secs(5),
             cache_limit: 256,
+            key: None,
         }
     }
 }
@@ -125,6 +128,7 @@ impl Repo {
             StoreConfig {
                 durability: config.durability,
                 busy_timeout: config.busy_timeout,
+                key: config.key.clone(),
             },
         )?;
         Self::with_store(store, config)

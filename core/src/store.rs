@@ -29,6 +29,7 @@
 //! The schema lives in numbered files under `core/migrations/` (see [`schema`]).
 
 pub mod chunks;
+pub mod encryption;
 pub mod outbox;
 pub mod projection;
 pub mod schema;
@@ -44,6 +45,7 @@ use crate::ids::{DeviceId, DocumentId, UserId};
 use crate::model::DocKind;
 
 pub use chunks::{Chunk, ChunkId, ChunkKind, DocumentWrite};
+pub use encryption::EncryptionKey;
 pub use outbox::Unsaved;
 pub use projection::{
     ActionItemRow, CheckInRow, GoalRow, MilestoneRow, PlanRow, Projection, SessionRow, StalePlan,
@@ -81,6 +83,9 @@ pub struct StoreConfig {
     /// How long a write waits for another connection's lock before failing with
     /// [`Error::Storage`] (`SQLITE_BUSY`).
     pub busy_timeout: Duration,
+    /// Encrypts the whole file at rest (needs the `encryption` feature). The same key must be
+    /// given on every open; a wrong one fails with [`Error::WrongKey`] and changes nothing.
+    pub key: Option<EncryptionKey>,
 }
 
 impl Default for StoreConfig {
@@ -88,6 +93,7 @@ impl Default for StoreConfig {
         Self {
             durability: Durability::Full,
             busy_timeout: Duration::from_secs(5),
+            key: None,
         }
     }
 }
@@ -290,6 +296,10 @@ pub mod meta_keys {
 /// [`Durability`]). Foreign keys keep chunks, sync state and projection rows attached to a
 /// document that exists.
 fn configure(conn: &Connection, config: &StoreConfig) -> Result<()> {
+    if let Some(key) = &config.key {
+        encryption::apply(conn, key)?;
+    }
+    encryption::verify(conn, config.key.is_some())?;
     conn.busy_timeout(config.busy_timeout)?;
     // `journal_mode` answers with the mode in force; an in-memory database stays "memory".
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
