@@ -596,6 +596,20 @@ impl SyncEngine {
                 return self.flush(document);
             }
         };
+        if access == Access::ReadWrite && !message.changes.is_empty() {
+            let verdict = match self.connections.get(&connection).and_then(Connection::peer) {
+                Some(peer) => self.policy.accept_changes(peer, &document, doc, &message),
+                None => Access::None,
+            };
+            match verdict {
+                Access::ReadWrite => {}
+                Access::Read => session.apply_access(Access::Read),
+                Access::None => {
+                    hot.sessions.remove(&connection);
+                    return self.send_unavailable(connection, document);
+                }
+            }
+        }
         if !message.heads.is_empty() {
             session.status = PeerStatus::Has;
         }
@@ -677,10 +691,13 @@ impl SyncEngine {
         let Some(hot) = self.documents.get_mut(&document) else {
             return;
         };
-        let nobody_has_it = hot
-            .sessions
-            .values()
-            .all(|s| s.status == PeerStatus::Unavailable);
+        // Only peers can say a document does not exist. With none connected (a device offline,
+        // or before its handshake) the document stays wanted and is asked for once one connects.
+        let nobody_has_it = !hot.sessions.is_empty()
+            && hot
+                .sessions
+                .values()
+                .all(|s| s.status == PeerStatus::Unavailable);
         if hot.wanted_locally && hot.doc.is_some() && hot.is_empty() && nobody_has_it {
             hot.wanted_locally = false;
             self.effects.push(Effect::DocumentUnavailable { document });
