@@ -1,19 +1,24 @@
 //! The `Engine`: one device's documents, opened on a database file. Each method converts its
-//! arguments, calls the core's [`Repo`] (the `inner`), and converts the answer.
+//! arguments, calls the core's `Device` (the `inner`: its [`Repo`], or the `SyncClient` holding
+//! it while sync runs), and converts the answer.
 //!
-//! Every call is safe from any thread: the repo sits behind one mutex, held only while Rust code
+//! Every call is safe from any thread: the device sits behind one mutex, held only while Rust code
 //! runs. A panic inside the core is caught here and returned as `ApiError::Other`; the engine stays
 //! usable, because the repo never caches a change that is not stored.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
 
+use automerge::ChangeHash;
+use tandem_core::client::ClientConfig;
+use tandem_core::device::Device;
 use tandem_core::repo::{Repo, RepoConfig};
 use tandem_core::{ActionItemId, DocumentId, GoalId, MilestoneId, UserId};
+use tokio::runtime::Runtime;
 
 use crate::error::{ApiError, ApiResult};
-use crate::observer::{ChangeOrigin, DocumentChange, DocumentObserver, Notifier};
+use crate::observer::{ChangeOrigin, DocumentChange, DocumentObserver, Notifier, SyncObserver};
 use crate::records::{
     ActionItemSummary, CheckInSummary, Conflict, Directory, DirectoryEntry, DocKind, Durability,
     GoalEdit, GoalStatus, GoalSummary, HistoryEntry, ImportedDocument, Metric, MilestoneDue,
@@ -22,6 +27,7 @@ use crate::records::{
     SessionsBetweenQuery, StalePlan, date_in, directory_id, document_id, instant_in, notes_id,
     plan_id, session_id,
 };
+use crate::sync::{Core, SyncStatus};
 
 /// How to open an [`Engine`].
 #[derive(Clone, PartialEq, Eq, Debug, uniffi::Record)]
@@ -32,6 +38,12 @@ pub struct EngineConfig {
     /// A name people recognise, such as "Ana's phone". Shown in history and conflicts.
     pub device_name: String,
     pub durability: Durability,
+    /// The relay's websocket URL, e.g. `ws://relay.example:3030/sync`; needed by `start_sync`.
+    #[uniffi(default)]
+    pub relay_url: Option<String>,
+    /// This device's token (`tandem-server admin token issue`), sent as a bearer token.
+    #[uniffi(default)]
+    pub token: Option<String>,
 }
 
 impl From<EngineConfig> for RepoConfig {
@@ -46,8 +58,12 @@ impl From<EngineConfig> for RepoConfig {
 /// is on disk.
 #[derive(Debug, uniffi::Object)]
 pub struct Engine {
-    inner: Mutex<Repo>,
+    inner: Mutex<Core>,
     notifier: Notifier,
+    /// Relay URL and token, from the config.
+    relay: (Option<String>, Option<String>),
+    /// The sync client's runtime (one worker), started by the first `start_sync`. Dropped last.
+    runtime: OnceLock<Runtime>,
 }
 
 #[uniffi::export]
@@ -55,10 +71,13 @@ impl Engine {
     /// Opens (creating if needed) the database at `path`.
     #[uniffi::constructor]
     pub fn open(path: String, config: EngineConfig) -> ApiResult<Arc<Self>> {
-        let repo = guard(|| Repo::open(&path, config.into()))?;
+        let relay = (config.relay_url.clone(), config.token.clone());
+        let device = guard(|| Device::new(Repo::open(&path, config.into())?))?;
         Ok(Arc::new(Self {
-            inner: Mutex::new(repo),
+            inner: Mutex::new(Core::new(device)),
             notifier: Notifier::start()?,
+            relay,
+            runtime: OnceLock::new(),
         }))
     }
 
@@ -75,6 +94,64 @@ impl Engine {
     /// a background thread, never on the caller's.
     pub fn set_document_observer(&self, observer: Option<Arc<dyn DocumentObserver>>) {
         self.notifier.set(observer);
+    }
+
+    // ---- sync ----
+
+    /// Sets (or with `null` removes) the observer told of sync status, saved changes and remote
+    /// changes, on the same background thread as the document observer.
+    pub fn set_sync_observer(&self, observer: Option<Arc<dyn SyncObserver>>) {
+        self.notifier.set_sync(observer);
+    }
+
+    /// Starts syncing with the config's relay in the background, reconnecting with backoff until
+    /// `stop_sync`. Edits keep working offline meanwhile. A no-op while sync runs.
+    pub fn start_sync(&self) -> ApiResult<()> {
+        let (config, runtime) = (self.client_config()?, self.runtime()?);
+        self.lock()
+            .start(config, runtime.handle(), self.notifier.sync_forwarder())
+    }
+
+    /// Leaves the relay politely and stops syncing; blocks until the connection is closed.
+    pub fn stop_sync(&self) {
+        let client = self.lock().stopping();
+        if let (Some(client), Some(runtime)) = (client, self.runtime.get()) {
+            runtime.block_on(client.stop());
+        }
+        self.lock().reclaim();
+    }
+
+    /// Connects now if offline, and returns once every local change is saved on the relay and
+    /// every synced document has the relay's changes. `Offline` after `timeout_ms`, or if sync is
+    /// not started.
+    pub async fn sync_now(&self, timeout_ms: u64) -> ApiResult<SyncStatus> {
+        let (client, runtime) = (self.lock().client(), self.runtime.get());
+        let (Some(client), Some(runtime)) = (client, runtime) else {
+            return Err(ApiError::offline("sync is not started"));
+        };
+        let timeout = Duration::from_millis(timeout_ms);
+        let done = runtime.spawn(async move { client.sync_now(timeout).await });
+        Ok(done.await.map_err(ApiError::from_join)??.into())
+    }
+
+    pub fn sync_status(&self) -> ApiResult<SyncStatus> {
+        guard(|| Ok(self.lock().status()))?
+    }
+
+    /// Whether a change made on this device (a `HistoryEntry.hash`) is stored on the relay;
+    /// `null` if the change was not made on this device.
+    pub fn is_saved_to_server(&self, change_hash: String) -> ApiResult<Option<bool>> {
+        let hash: ChangeHash = change_hash
+            .parse()
+            .map_err(|e| ApiError::invalid(format!("change hash {change_hash:?}: {e}")))?;
+        self.device(|device| device.is_saved_to_server(&hash))
+    }
+
+    /// Keeps a document in sync from now on, across restarts; for a directory, every document it
+    /// lists too. A document this device does not hold yet is fetched from the relay.
+    pub fn follow(&self, document: String) -> ApiResult<()> {
+        let id = document_id(&document)?;
+        self.device(|device| device.follow(id))
     }
 
     // ---- plans ----
@@ -440,9 +517,47 @@ impl Engine {
 }
 
 impl Engine {
-    /// Runs `f` on the repo, with panics caught.
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the repo, through the device so the sync engine sees local commits, with
+    /// panics caught.
     fn read<T>(&self, f: impl FnOnce(&mut Repo) -> tandem_core::Result<T>) -> ApiResult<T> {
-        guard(|| f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner)))
+        guard(|| self.lock().with_repo(f))
+    }
+
+    /// Runs `f` on the device, with panics caught.
+    fn device<T>(&self, f: impl FnOnce(&mut Device) -> tandem_core::Result<T>) -> ApiResult<T> {
+        guard(|| self.lock().with_device(f)?)
+    }
+
+    fn client_config(&self) -> ApiResult<ClientConfig> {
+        let (url, token) = &self.relay;
+        let url = url
+            .clone()
+            .ok_or_else(|| ApiError::invalid("EngineConfig.relay_url is not set"))?;
+        let config = ClientConfig::new(url);
+        Ok(match token {
+            Some(token) => config.with_token(token),
+            None => config,
+        })
+    }
+
+    /// The sync runtime, started on first use.
+    fn runtime(&self) -> ApiResult<&Runtime> {
+        if let Some(runtime) = self.runtime.get() {
+            return Ok(runtime);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tandem-sync")
+            .enable_all()
+            .build()
+            .map_err(|e| ApiError::Other {
+                reason: format!("could not start the sync runtime: {e}"),
+            })?;
+        Ok(self.runtime.get_or_init(|| runtime))
     }
 
     /// A query whose rows convert into records.
@@ -538,6 +653,8 @@ mod tests {
             user_id: "carla".into(),
             device_name: "Carla's phone".into(),
             durability: Durability::Normal,
+            relay_url: None,
+            token: None,
         };
         Engine::open(dir.join("t.db").display().to_string(), config).unwrap()
     }

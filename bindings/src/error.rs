@@ -48,13 +48,38 @@ impl From<tandem_core::Error> for ApiError {
         match error {
             E::Invalid(_) | E::Malformed(_) => Self::InvalidInput { reason },
             E::NotFound(_) => Self::NotFound { reason },
-            E::Storage(_) | E::Corrupt { .. } | E::SchemaTooNew { .. } => Self::Storage { reason },
+            E::Storage(_) | E::Corrupt { .. } | E::SchemaTooNew { .. } | E::WrongKey { .. } => {
+                Self::Storage { reason }
+            }
             E::Automerge(_) | E::Protocol(_) => Self::Other { reason },
         }
     }
 }
 
+impl From<tandem_core::client::ClientError> for ApiError {
+    fn from(error: tandem_core::client::ClientError) -> Self {
+        // Timed out or stopped: either way the relay has not got everything yet.
+        Self::offline(error.to_string())
+    }
+}
+
 impl ApiError {
+    pub(crate) fn offline(reason: impl Into<String>) -> Self {
+        Self::Offline {
+            reason: reason.into(),
+        }
+    }
+
+    /// The sync task panicked or was cancelled.
+    pub(crate) fn from_join(error: tokio::task::JoinError) -> Self {
+        match error.try_into_panic() {
+            Ok(payload) => Self::from_panic(payload),
+            Err(error) => Self::Other {
+                reason: format!("the sync task was cancelled: {error}"),
+            },
+        }
+    }
+
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {
         Self::InvalidInput {
             reason: reason.into(),

@@ -1,6 +1,6 @@
 //! Tandem's mobile bindings: uniffi wrappers over `tandem-core` for Kotlin, Swift and Python.
 //!
-//! No logic lives here. [`Engine`] wraps the core's `Repo` as its `inner`; each method converts its
+//! No logic lives here. [`Engine`] wraps the core's `Device` (its `SyncClient` while syncing); each method converts its
 //! arguments, calls the core and converts the answer; [`ApiError`] is the one error the apps see.
 //!
 //! Typical workflow, as an app does it (shown in Rust; Kotlin and Swift read the same):
@@ -12,7 +12,8 @@
 //! # let dir = tempfile::tempdir().map_err(|e| tandem_bindings::ApiError::Other { reason: e.to_string() })?;
 //! let engine = Engine::open(
 //!     dir.path().join("tandem.db").display().to_string(),
-//!     EngineConfig { user_id: "carla".into(), device_name: "Carla's phone".into(), durability: Durability::Full },
+//!     EngineConfig { user_id: "carla".into(), device_name: "Carla's phone".into(), durability: Durability::Full,
+//!                   relay_url: None, token: None },
 //! )?;
 //! let plan = engine.create_plan(NewPlan {
 //!     mentee: "ana".into(),
@@ -47,8 +48,10 @@ mod engine;
 mod error;
 mod observer;
 mod records;
+mod sync;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::ApiError;
-pub use observer::{ChangeOrigin, DocumentChange, DocumentObserver};
+pub use observer::{ChangeOrigin, DocumentChange, DocumentObserver, SyncObserver};
 pub use records::*;
+pub use sync::{ConnectionState, RemoteChange, SyncStatus};

@@ -1,8 +1,8 @@
 //! Observers the app implements (foreign traits), and the thread that calls them.
 //!
 //! Callbacks never run on the thread that made the edit, and never with a Rust lock held: the
-//! engine queues each event, and one thread per engine (`tandem-observers`) takes them in order
-//! and calls the observer. An app updates its UI by hopping to the main thread itself
+//! engine (and the sync client's task) queues each event, and one thread per engine
+//! (`tandem-observers`) takes them in order and calls the observer. An app updates its UI by hopping to the main thread itself
 //! (`Dispatchers.Main`, `DispatchQueue.main`). An observer may call back into the engine.
 
 use std::fmt;
@@ -10,8 +10,11 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tandem_core::device::SyncEvent;
+
 use crate::error::{ApiError, ApiResult};
 use crate::records::{DocKind, HistoryEntry};
+use crate::sync::{RemoteChange, SyncStatus};
 
 /// Told when a document changes. Called on a background thread, in the order of the changes.
 #[uniffi::export(with_foreign)]
@@ -37,47 +40,113 @@ pub enum ChangeOrigin {
     Remote,
 }
 
-type Slot = Arc<Mutex<Option<Arc<dyn DocumentObserver>>>>;
+/// Told how sync goes. Called on the same background thread as the [`DocumentObserver`], in the
+/// order things happened.
+#[uniffi::export(with_foreign)]
+pub trait SyncObserver: Send + Sync {
+    /// The connection, the pending counts or the last sync time changed.
+    fn sync_status_changed(&self, status: SyncStatus);
+    /// These local changes (hex hashes, as `history` lists them) are now stored on the relay.
+    fn saved_to_server(&self, document: String, changes: Vec<String>);
+    /// Another device's changes to `change.document` are stored here and visible.
+    fn remote_change(&self, change: RemoteChange);
+}
+
+type Slot<T> = Arc<Mutex<Option<Arc<T>>>>;
+
+/// What the delivery thread hands to the app's observers.
+enum Event {
+    Document(DocumentChange),
+    Sync(SyncEvent),
+}
 
 /// The queue of events and the thread that delivers them.
 pub(crate) struct Notifier {
-    observer: Slot,
-    events: Sender<DocumentChange>,
+    documents: Slot<dyn DocumentObserver>,
+    sync: Slot<dyn SyncObserver>,
+    events: Sender<Event>,
 }
 
 impl Notifier {
     /// Starts the delivery thread. It ends when the notifier (the engine) is dropped.
     pub(crate) fn start() -> ApiResult<Self> {
-        let observer: Slot = Arc::default();
+        let (documents, sync): (Slot<_>, Slot<_>) = (Arc::default(), Arc::default());
         let (events, queue) = channel();
-        let slot = Arc::clone(&observer);
+        let slots = (Arc::clone(&documents), Arc::clone(&sync));
         std::thread::Builder::new()
             .name("tandem-observers".into())
-            .spawn(move || deliver(&slot, &queue))
+            .spawn(move || deliver(&slots.0, &slots.1, &queue))
             .map_err(|e| ApiError::Other {
                 reason: format!("could not start the observer thread: {e}"),
             })?;
-        Ok(Self { observer, events })
+        Ok(Self {
+            documents,
+            sync,
+            events,
+        })
     }
 
     pub(crate) fn set(&self, observer: Option<Arc<dyn DocumentObserver>>) {
-        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = observer;
+        *lock(&self.documents) = observer;
+    }
+
+    pub(crate) fn set_sync(&self, observer: Option<Arc<dyn SyncObserver>>) {
+        *lock(&self.sync) = observer;
     }
 
     pub(crate) fn notify(&self, change: DocumentChange) {
         // The thread only stops when the engine is dropped, so a send cannot fail while it lives.
-        let _ = self.events.send(change);
+        let _ = self.events.send(Event::Document(change));
+    }
+
+    /// The sync client's observer: it only queues the event for the delivery thread, so the
+    /// client's task never waits on foreign code.
+    pub(crate) fn sync_forwarder(&self) -> Box<dyn tandem_core::client::SyncObserver> {
+        let events = self.events.clone();
+        Box::new(move |event: &SyncEvent| {
+            let _ = events.send(Event::Sync(event.clone()));
+        })
     }
 }
 
-fn deliver(slot: &Slot, queue: &Receiver<DocumentChange>) {
-    for change in queue {
-        // Clone the observer out and let go of the lock before foreign code runs.
-        let observer = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        if let Some(observer) = observer {
-            // An observer that throws must not stop the deliveries that follow.
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| observer.document_changed(change)));
-        }
+fn lock<T: ?Sized>(slot: &Slot<T>) -> std::sync::MutexGuard<'_, Option<Arc<T>>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn deliver(
+    documents: &Slot<dyn DocumentObserver>,
+    sync: &Slot<dyn SyncObserver>,
+    queue: &Receiver<Event>,
+) {
+    for event in queue {
+        // Clone the observer out and let go of the lock before foreign code runs. An observer
+        // that throws must not stop the deliveries that follow.
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| match event {
+            Event::Document(change) => {
+                if let Some(observer) = lock(documents).clone() {
+                    observer.document_changed(change);
+                }
+            }
+            Event::Sync(event) => {
+                if let Some(observer) = lock(sync).clone() {
+                    tell(observer.as_ref(), event);
+                }
+            }
+        }));
+    }
+}
+
+/// One sync event as the [`SyncObserver`] call it is (unavailable and failed documents are not
+/// exported yet).
+fn tell(observer: &dyn SyncObserver, event: SyncEvent) {
+    match event {
+        SyncEvent::Status(status) => observer.sync_status_changed(status.into()),
+        SyncEvent::Saved { document, changes } => observer.saved_to_server(
+            document.to_string(),
+            changes.iter().map(ToString::to_string).collect(),
+        ),
+        SyncEvent::RemoteChange(change) => observer.remote_change(change.into()),
+        SyncEvent::Unavailable { .. } | SyncEvent::Failed { .. } => {}
     }
 }
 

@@ -57,7 +57,7 @@ pub(crate) fn instant_in(at: SystemTime) -> DateTime<Utc> {
     at.into()
 }
 
-fn instant_out(at: DateTime<Utc>) -> SystemTime {
+pub(crate) fn instant_out(at: DateTime<Utc>) -> SystemTime {
     at.into()
 }
 
