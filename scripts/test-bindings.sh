@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/bindings.sh
+scripts/bindings.sh # also builds the relay binary the sync scenarios start
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export TANDEM_SERVER="$target_dir/debug/tandem-server"
 generated=bindings/generated
 kotlin_home=.tools/kotlin/node_modules/kotlin-compiler
 work=$(mktemp -d)
@@ -22,7 +24,7 @@ timed() {
 timed python .tools/venv/bin/pytest -q bindings/tests/python
 
 kotlin() {
-    "$kotlin_home/bin/kotlinc" -nowarn -cp /usr/share/java/jna.jar \
+    "$kotlin_home/bin/kotlinc" -nowarn -cp "/usr/share/java/jna.jar:$kotlin_home/lib/kotlinx-coroutines-core-jvm.jar" \
         "$generated/kotlin/uniffi/tandem/tandem.kt" bindings/tests/kotlin/*.kt -d "$work/kotlin-tests.jar"
     java -Djna.library.path="$generated/kotlin" \
         -cp "$work/kotlin-tests.jar:/usr/share/java/jna.jar:$kotlin_home/lib/kotlin-stdlib.jar:$kotlin_home/lib/kotlinx-coroutines-core-jvm.jar" \

@@ -10,6 +10,7 @@ import java.time.Instant
 import java.util.concurrent.LinkedBlockingQueue
 import java.util.concurrent.TimeUnit
 import kotlin.system.exitProcess
+import kotlinx.coroutines.runBlocking
 import uniffi.tandem.*
 
 fun check(condition: Boolean, message: () -> String) {
@@ -155,6 +156,122 @@ fun conflictBetweenTwoDevices(dir: Path) {
     mentee.close()
 }
 
+/** A `tandem-server serve` process on loopback (tokens required), with coach carla paired with
+ *  mentee ana by `tandem-server admin`. Killed by [stop]. */
+class Relay(val data: Path) : AutoCloseable {
+    private val server = System.getenv("TANDEM_SERVER") ?: "target/debug/tandem-server"
+    private var process: Process? = null
+    lateinit var url: String
+
+    fun admin(vararg args: String): String {
+        val admin = ProcessBuilder(server, "admin", "--data", data.toString(), *args)
+            .redirectError(ProcessBuilder.Redirect.INHERIT).start()
+        val out = admin.inputStream.bufferedReader().readText().trim()
+        check(admin.waitFor() == 0) { "admin ${args.toList()} failed" }
+        return out
+    }
+
+    fun start(): Relay {
+        val program = "First-year success"
+        admin("program", "add", program)
+        admin("user", "add", "carla", "--role", "coach", "--program", program)
+        admin("user", "add", "ana", "--role", "mentee", "--program", program)
+        admin("pairing", "add", "--coach", "carla", "--mentee", "ana")
+        val started = ProcessBuilder(server, "serve", "--listen", "127.0.0.1:0", "--data", data.toString())
+            .redirectError(data.resolve("relay.log").toFile()).start()
+        process = started
+        val line = started.inputStream.bufferedReader().readLine() ?: ""
+        check(line.startsWith("tandem-server listening on ")) { "relay said '$line'" }
+        url = "ws://${line.split(" ").last()}/sync"
+        return this
+    }
+
+    /** A device token, shown once; the device's actors are bound to it on first use. */
+    fun token(user: String): String = admin("token", "issue", "--user", user, "--name", "$user's test phone")
+
+    override fun close() {
+        process?.destroyForcibly()?.waitFor(10, TimeUnit.SECONDS)
+    }
+}
+
+class SyncRecorder : SyncObserver {
+    val statuses = LinkedBlockingQueue<SyncStatus>()
+    val saved = LinkedBlockingQueue<Pair<String, List<String>>>()
+    val remote = LinkedBlockingQueue<RemoteChange>()
+    override fun syncStatusChanged(status: SyncStatus) = statuses.put(status)
+    override fun savedToServer(document: String, changes: List<String>) = saved.put(document to changes)
+    override fun remoteChange(change: RemoteChange) = remote.put(change)
+
+    /** Waits for a remote change of [document] touching a path ending in [pathEnd]. */
+    fun remoteChangeTo(document: String, pathEnd: String): RemoteChange {
+        while (true) {
+            val change = remote.poll(30, TimeUnit.SECONDS) ?: throw AssertionError("no remote change within 30 s")
+            if (change.document == document && change.paths.any { it.endsWith(pathEnd) }) return change
+        }
+    }
+}
+
+fun syncThroughARealRelay(dir: Path) = Relay(dir.resolve("relay").also { Files.createDirectories(it) }).use { relay ->
+    relay.start()
+    fun openSynced(user: String) = Engine.open(
+        dir.resolve("$user-synced.db").toString(),
+        EngineConfig(user, "$user's phone", Durability.FULL, relayUrl = relay.url, token = relay.token(user)),
+    )
+    val coach = openSynced("carla")
+    val mentee = openSynced("ana")
+    val coachSync = SyncRecorder()
+    val menteeSync = SyncRecorder()
+    coach.setSyncObserver(coachSync)
+    mentee.setSyncObserver(menteeSync)
+    runBlocking {
+        expectThrows<ApiException.Offline>("syncNow before startSync") { runBlocking { coach.syncNow(1_000u) } }
+
+        // The coach uploads the plan; the mentee follows it and receives it.
+        val plan = newPlan(coach)
+        val goal = coach.addGoal(plan, NewGoal(title = "Pass Calculus I"))
+        coach.startSync()
+        coach.syncNow(30_000u)
+        val (savedDocument, savedChanges) = coachSync.saved.poll(30, TimeUnit.SECONDS)
+            ?: throw AssertionError("no saved-to-server callback")
+        expectEqual(plan, savedDocument, "saved document")
+        check(savedChanges.isNotEmpty()) { "saved changes listed" }
+        mentee.follow(plan)
+        mentee.startSync()
+        mentee.syncNow(30_000u)
+        expectEqual("Pass Calculus I", mentee.plan(plan).goals.single().title, "the followed plan arrived")
+        coach.stopSync()
+        mentee.stopSync()
+
+        // Apart, both set the goal's target date; then both sync, twice.
+        coach.setGoalTargetDate(plan, goal, "2025-05-01")
+        mentee.setGoalTargetDate(plan, goal, "2025-06-01")
+        val menteeEdit = mentee.history(plan).last().hash
+        expectEqual(false, mentee.isSavedToServer(menteeEdit), "saved before sync")
+        coach.startSync()
+        mentee.startSync()
+        for (engine in listOf(coach, mentee, coach, mentee)) engine.syncNow(30_000u)
+        coachSync.remoteChangeTo(plan, "targetDate")
+        menteeSync.remoteChangeTo(plan, "targetDate")
+
+        expectEqual(true, mentee.isSavedToServer(menteeEdit), "saved after sync")
+        for (engine in listOf(coach, mentee)) {
+            val status = engine.syncStatus()
+            expectEqual(ConnectionState.CONNECTED, status.connection, "connection")
+            expectEqual(0uL, status.pendingChanges, "pending changes")
+            val conflict = engine.conflicts(plan).single()
+            expectEqual("targetDate", conflict.path.last(), "conflict path")
+            expectEqual(listOf("2025-05-01", "2025-06-01"), conflict.values.map { it.value }.sorted(), "conflict values")
+            expectEqual(listOf("ana", "carla"), conflict.values.map { it.author }.sortedBy { it }, "conflict authors")
+        }
+        expectEqual(coach.plan(plan), mentee.plan(plan), "both devices read the same plan")
+        check(coachSync.statuses.any { it.connection == ConnectionState.CONNECTED }) { "a Connected status callback" }
+    }
+    coach.stopSync()
+    mentee.stopSync()
+    coach.close()
+    mentee.close()
+}
+
 fun main() {
     val tests = listOf(
         "log a session offline" to ::logASessionOffline,
@@ -162,6 +279,7 @@ fun main() {
         "projection queries" to ::projectionQueries,
         "errors an app can act on" to ::errors,
         "a conflict between two devices" to ::conflictBetweenTwoDevices,
+        "sync through a real relay" to ::syncThroughARealRelay,
     )
     var failed = 0
     for ((name, test) in tests) {
