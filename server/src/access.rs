@@ -123,10 +123,7 @@ pub fn classify(
     user: i64,
     now: i64,
 ) -> Option<DocumentRecord> {
-    let text = |key: &str| -> Option<String> {
-        let (value, _) = doc.get(automerge::ROOT, key).ok()??;
-        value.into_string().ok()
-    };
+    let text = |key: &str| root_string(doc, key);
     let kind = text("type").map_or(Kind::Other, |t| Kind::parse(&t));
     if kind == Kind::Other {
         return Some(DocumentRecord {
@@ -203,9 +200,9 @@ pub struct AccessState {
 
 impl AccessState {
     fn record(&self, document: &DocumentId) -> Option<&DocumentRecord> {
-        self.documents
+        self.pending
             .get(document)
-            .or_else(|| self.pending.get(document))
+            .or_else(|| self.documents.get(document))
     }
 
     /// The access of a connection's peer; `None` for unknown connections.
@@ -323,7 +320,19 @@ impl AccessPolicy for RelayPolicy {
                 }
             }
         }
-        if !state.is_known(document) {
+        // A document that was untyped when it arrived (the JS repo creates documents with an
+        // empty first change) is classified once, when its creator first gives it a Tandem type.
+        let untyped_by_writer = state
+            .record(document)
+            .is_some_and(|record| record.kind == Kind::Other && record.creator == Some(grant.user));
+        if untyped_by_writer && classify_anonymous(&after).kind != Kind::Other {
+            match classify(&state.accounts, &after, grant.user, now_millis()) {
+                Some(record) => {
+                    state.pending.insert(*document, record);
+                }
+                None => return Access::Read,
+            }
+        } else if !state.is_known(document) {
             match classify(&state.accounts, &after, grant.user, now_millis()) {
                 Some(record) => {
                     state.pending.insert(*document, record);
@@ -349,17 +358,21 @@ impl AccessPolicy for RelayPolicy {
 /// An anonymously written document (development relays only) has no creator; its kind is kept
 /// for the record.
 fn classify_anonymous(doc: &Automerge) -> DocumentRecord {
-    let kind = doc
-        .get(automerge::ROOT, "type")
-        .ok()
-        .flatten()
-        .and_then(|(value, _)| value.into_string().ok())
-        .map_or(Kind::Other, |t| Kind::parse(&t));
+    let kind = root_string(doc, "type").map_or(Kind::Other, |t| Kind::parse(&t));
     DocumentRecord {
         kind,
         program: None,
         coach: None,
         mentee: None,
         creator: None,
+    }
+}
+
+/// A string at the root: a scalar string as Tandem writes it, or a text object as the JS
+/// automerge writes plain strings.
+fn root_string(doc: &Automerge, key: &str) -> Option<String> {
+    match doc.get(automerge::ROOT, key).ok()?? {
+        (automerge::Value::Object(automerge::ObjType::Text), text) => doc.text(&text).ok(),
+        (value, _) => value.into_string().ok(),
     }
 }

@@ -394,14 +394,15 @@ impl Hub {
     ) -> NewChanges {
         let mut changes = NewChanges::new(document, bytes);
         let mut state = self.policy.lock();
-        if !state.documents.contains_key(&document) {
-            match state.pending.get(&document) {
-                Some(record) => {
-                    changes.record = Some(record.clone());
-                    self.creating.insert(ticket, document);
-                }
-                None => tracing::error!(%document, "a new document without a record"),
+        match state.pending.get(&document) {
+            Some(record) => {
+                changes.record = Some(record.clone());
+                self.creating.insert(ticket, document);
             }
+            None if !state.documents.contains_key(&document) => {
+                tracing::error!(%document, "a new document without a record");
+            }
+            None => {}
         }
         changes.bindings = std::mem::take(&mut state.new_bindings);
         let doc = self.engine.document(&document);

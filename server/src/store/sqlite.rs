@@ -112,8 +112,11 @@ impl RelayStore for SqliteStore {
         {
             let now = now_millis();
             let mut add_document = tx.prepare_cached(
-                "INSERT INTO documents (id, created_at, kind, program, coach, mentee, creator)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                "INSERT INTO documents (id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?;
+            let mut set_record = tx.prepare_cached(
+                "UPDATE documents SET kind = ?2, program = ?3, coach = ?4, mentee = ?5,
+                 creator = ?6 WHERE id = ?1",
             )?;
             let mut add_chunk = tx.prepare_cached(
                 "INSERT INTO chunks (document, is_snapshot, bytes, created_at)
@@ -129,16 +132,17 @@ impl RelayStore for SqliteStore {
             )?;
             for changes in batch {
                 let id = &changes.document.as_bytes()[..];
-                let record = changes.record.as_ref();
-                add_document.execute(params![
-                    id,
-                    now,
-                    record.map_or(Kind::Other, |r| r.kind).as_str(),
-                    record.and_then(|r| r.program),
-                    record.and_then(|r| r.coach),
-                    record.and_then(|r| r.mentee),
-                    record.and_then(|r| r.creator),
-                ])?;
+                add_document.execute(params![id, now])?;
+                if let Some(record) = &changes.record {
+                    set_record.execute(params![
+                        id,
+                        record.kind.as_str(),
+                        record.program,
+                        record.coach,
+                        record.mentee,
+                        record.creator,
+                    ])?;
+                }
                 add_chunk.execute(params![id, changes.bytes, now])?;
                 for written in &changes.audit {
                     let hashes: Vec<String> =

@@ -1,6 +1,8 @@
 //! The relay as its users meet it: over real sockets, as a real process, and with the official JS
 //! automerge-repo peers.
 //!
+//! - [`access`]: tokens, the roles × document kinds × operations matrix, revocation, ended
+//!   pairings, actor binding and the audit, with raw clients and the JS client.
 //! - [`http`]: `/healthz`, `/metrics`, the 426 answer to plain HTTP, both websocket paths.
 //! - [`protocol`]: the automerge-repo protocol spoken by hand in CBOR.
 //! - [`bad_input`]: what text frames, garbage, oversize frames and broken sync data get, and that
@@ -9,6 +11,7 @@
 //! - [`js`]: two official JS clients syncing through the relay, and asking for a missing document.
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod bad_input;
 mod harness;
 mod http;

@@ -1,0 +1,581 @@
+//! Identity and access against a real relay process started as it runs by default (tokens
+//! required), with accounts made by `tandem-server admin`: the matrix of roles × document kinds ×
+//! operations from `docs/access.md`, revocation and ended pairings on live connections, forged,
+//! expired and foreign tokens, actor binding, the audit, and the official JS client with
+//! `?token=`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Automerge};
+use ciborium::Value;
+use tempfile::TempDir;
+
+use crate::block_on;
+use crate::harness::{
+    RawClient, RelayProcess, field, get_str, message_type, new_document_id, node_json, put,
+    text_field,
+};
+
+/// Runs `tandem-server admin --data DIR args…` and returns its stdout.
+fn admin(data: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .arg("admin")
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run tandem-server admin");
+    assert!(
+        output.status.success(),
+        "admin {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// Two programs; in `north` mentee ana paired with coach carl, an unpaired coach olga and
+/// coordinator cora; in `south` coach sam; an admin. One web-device token each.
+struct World {
+    data: TempDir,
+    tokens: BTreeMap<&'static str, String>,
+}
+
+const PEOPLE: [(&str, &str, Option<&str>); 6] = [
+    ("ana", "mentee", Some("north")),
+    ("carl", "coach", Some("north")),
+    ("olga", "coach", Some("north")),
+    ("cora", "coordinator", Some("north")),
+    ("sam", "coach", Some("south")),
+    ("root", "admin", None),
+];
+
+impl World {
+    fn new() -> Self {
+        let data = TempDir::new().unwrap();
+        let dir = data.path();
+        admin(dir, &["program", "add", "north"]);
+        admin(dir, &["program", "add", "south"]);
+        let mut tokens = BTreeMap::new();
+        for (name, role, program) in PEOPLE {
+            let mut args = vec!["user", "add", name, "--role", role];
+            if let Some(program) = program {
+                args.extend(["--program", program]);
+            }
+            admin(dir, &args);
+            tokens.insert(name, admin(dir, &["token", "issue", "--user", name]));
+        }
+        let pairing = admin(
+            dir,
+            &["pairing", "add", "--coach", "carl", "--mentee", "ana"],
+        );
+        assert!(pairing.starts_with("pairing 1"), "{pairing}");
+        Self { data, tokens }
+    }
+
+    fn admin(&self, args: &[&str]) -> String {
+        admin(self.data.path(), args)
+    }
+
+    fn token(&self, who: &str) -> &str {
+        &self.tokens[who]
+    }
+}
+
+async fn connect(relay: &RelayProcess, token: &str, peer: &str) -> RawClient {
+    RawClient::join_with(&relay.url(), peer, token)
+        .await
+        .unwrap_or_else(|status| panic!("{peer} refused with {status}"))
+        .0
+}
+
+/// A Tandem-shaped document: `type` and the given root strings, in one change.
+fn typed(kind: &str, fields: &[(&str, &str)]) -> Automerge {
+    let mut doc = Automerge::new();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(automerge::ROOT, "type", kind)?;
+        for (key, value) in fields {
+            tx.put(automerge::ROOT, *key, *value)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    doc
+}
+
+/// Asks for a document and syncs until holding what the relay has; the `doc-unavailable` frame
+/// if the relay says it has nothing.
+async fn fetch(client: &mut RawClient, document: &str) -> Result<(Automerge, sync::State), Value> {
+    let mut doc = Automerge::new();
+    let mut state = sync::State::new();
+    let first = doc.generate_sync_message(&mut state).unwrap();
+    let request = client.sync_message("request", document, first.encode());
+    client.send(request).await;
+    loop {
+        let reply = client.expect_any().await;
+        if text_field(&reply, "documentId") != Some(document) {
+            continue;
+        }
+        match message_type(&reply) {
+            "doc-unavailable" => return Err(reply),
+            "sync" | "request" => {
+                let data = field(&reply, "data").and_then(Value::as_bytes).unwrap();
+                let message = sync::Message::decode(data).unwrap();
+                let mut theirs = message.heads.clone();
+                doc.receive_sync_message(&mut state, message).unwrap();
+                if let Some(next) = doc.generate_sync_message(&mut state) {
+                    let next = client.sync_message("sync", document, next.encode());
+                    client.send(next).await;
+                }
+                let mut ours = doc.get_heads();
+                theirs.sort();
+                ours.sort();
+                if !ours.is_empty() && theirs == ours {
+                    return Ok((doc, state));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Waits until the relay has handled everything this client sent before: it answers a request
+/// for a document nobody has, in order.
+async fn barrier(client: &mut RawClient) {
+    let nobody = new_document_id();
+    let first = Automerge::new()
+        .generate_sync_message(&mut sync::State::new())
+        .unwrap();
+    let request = client.sync_message("request", &nobody, first.encode());
+    client.send(request).await;
+    loop {
+        let reply = client.expect_any().await;
+        if message_type(&reply) == "doc-unavailable"
+            && text_field(&reply, "documentId") == Some(nobody.as_str())
+        {
+            return;
+        }
+    }
+}
+
+/// Offers a document with changes by `sync`: `Ok` once the relay holds them, the
+/// `doc-unavailable` frame if it refuses.
+async fn create(client: &mut RawClient, document: &str, doc: &mut Automerge) -> Result<(), Value> {
+    let mut state = sync::State::new();
+    loop {
+        if let Some(message) = doc.generate_sync_message(&mut state) {
+            let frame = client.sync_message("sync", document, message.encode());
+            client.send(frame).await;
+        }
+        let reply = loop {
+            let reply = client.expect_any().await;
+            if text_field(&reply, "documentId") == Some(document) {
+                break reply;
+            }
+        };
+        if message_type(&reply) == "doc-unavailable" {
+            return Err(reply);
+        }
+        let data = field(&reply, "data").and_then(Value::as_bytes).unwrap();
+        let message = sync::Message::decode(data).unwrap();
+        let mut theirs = message.heads.clone();
+        doc.receive_sync_message(&mut state, message).unwrap();
+        let mut ours = doc.get_heads();
+        theirs.sort();
+        ours.sort();
+        if theirs == ours {
+            return Ok(());
+        }
+    }
+}
+
+/// The reply to a request for a document, with its id replaced by `as_id`, so a denial can be
+/// compared byte for byte with the answer about an absent document.
+fn normalized(reply: &Value, as_id: &str) -> Vec<u8> {
+    let Value::Map(entries) = reply else {
+        panic!("not a map: {reply:?}")
+    };
+    let entries: Vec<_> = entries
+        .iter()
+        .map(|(k, v)| match k.as_text() {
+            Some("documentId") => (k.clone(), Value::Text(as_id.to_owned())),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&Value::Map(entries), &mut bytes).unwrap();
+    bytes
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum May {
+    No,
+    Read,
+    Write,
+}
+
+/// The relay's documents of the pairing carl–ana, and ana's own untyped document.
+struct Documents {
+    ids: BTreeMap<&'static str, String>,
+}
+
+async fn make_documents(relay: &RelayProcess, world: &World) -> Documents {
+    let mut ana = connect(relay, world.token("ana"), "ana-setup").await;
+    let mut carl = connect(relay, world.token("carl"), "carl-setup").await;
+    let mut ids = BTreeMap::new();
+    let plan = new_document_id();
+    let mut doc = typed("plan", &[("mentee", "ana"), ("program", "north")]);
+    create(&mut ana, &plan, &mut doc).await.unwrap();
+    let plan_url = format!("automerge:{plan}");
+    for (kind, fields, by_ana) in [
+        (
+            "session",
+            vec![
+                ("coach", "carl"),
+                ("mentee", "ana"),
+                ("plan", plan_url.as_str()),
+            ],
+            false,
+        ),
+        ("notes", vec![("coach", "carl"), ("mentee", "ana")], false),
+        (
+            "directory",
+            vec![("program", "north"), ("coach", "carl"), ("mentee", "ana")],
+            true,
+        ),
+    ] {
+        let id = new_document_id();
+        let by = if by_ana { &mut ana } else { &mut carl };
+        create(by, &id, &mut typed(kind, &fields)).await.unwrap();
+        ids.insert(kind, id);
+    }
+    let other = new_document_id();
+    create(
+        &mut ana,
+        &other,
+        &mut crate::harness::doc_with("title", "ana's own"),
+    )
+    .await
+    .unwrap();
+    ids.insert("plan", plan);
+    ids.insert("other", other);
+    Documents { ids }
+}
+
+/// The rules of docs/access.md for the fixture's people.
+fn expected(who: &str, kind: &str) -> May {
+    match (who, kind) {
+        ("ana", "plan" | "session" | "directory" | "other") => May::Write,
+        ("carl", "plan" | "session" | "notes" | "directory") => May::Write,
+        ("cora", "plan" | "session" | "notes" | "directory") => May::Read,
+        _ => May::No,
+    }
+}
+
+/// Every role × every kind: find, read, write (and write while read-only), each through its own
+/// websocket; a denial answers exactly what an absent document answers.
+#[test]
+fn roles_by_kinds_by_operations_follow_the_rules() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    block_on(async {
+        let documents = make_documents(&relay, &world).await;
+        let mut owner = connect(&relay, world.token("ana"), "ana-owner").await;
+        let mut coach = connect(&relay, world.token("carl"), "carl-owner").await;
+        let mut table = Vec::new();
+        for (who, _, _) in PEOPLE {
+            let mut client = connect(&relay, world.token(who), &format!("{who}-matrix")).await;
+            let absent = new_document_id();
+            let absent_reply = fetch(&mut client, &absent).await.unwrap_err();
+            for (kind, id) in &documents.ids {
+                let expect = expected(who, kind);
+                let found = fetch(&mut client, id).await;
+                let seen = match found {
+                    Err(reply) => {
+                        assert_eq!(
+                            normalized(&reply, &absent),
+                            normalized(&absent_reply, &absent),
+                            "{who}/{kind}: a denial must read exactly as an absent document"
+                        );
+                        May::No
+                    }
+                    Ok((mut doc, mut state)) => {
+                        let key = format!("written by {who}");
+                        put(&mut doc, &key, "yes");
+                        if let Some(message) = doc.generate_sync_message(&mut state) {
+                            let frame = client.sync_message("sync", id, message.encode());
+                            client.send(frame).await;
+                        }
+                        barrier(&mut client).await;
+                        // Whoever may write the document checks, on a fresh request, what the
+                        // relay kept.
+                        let checker = if *kind == "notes" {
+                            &mut coach
+                        } else {
+                            &mut owner
+                        };
+                        let (kept, _) = fetch(checker, id).await.unwrap();
+                        if get_str(&kept, &key).is_some() {
+                            May::Write
+                        } else {
+                            May::Read
+                        }
+                    }
+                };
+                table.push(format!("{who}/{kind}: {seen:?}"));
+                assert_eq!(seen, expect, "{who} on the {kind}; so far: {table:#?}");
+            }
+        }
+        eprintln!("access matrix: {table:#?}");
+    });
+}
+
+#[test]
+fn creating_a_document_for_someone_else_is_refused_as_if_it_were_absent() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    block_on(async {
+        // olga is a coach, but not ana's: she may not start ana's plan, a session or notes of
+        // carl's pairing; sam, of another program, neither; cora coordinates but does not coach.
+        for (who, kind, fields) in [
+            ("olga", "plan", vec![("mentee", "ana")]),
+            (
+                "olga",
+                "session",
+                vec![("coach", "carl"), ("mentee", "ana")],
+            ),
+            ("olga", "notes", vec![("coach", "olga"), ("mentee", "ana")]),
+            ("sam", "plan", vec![("mentee", "ana")]),
+            ("cora", "plan", vec![("mentee", "ana")]),
+            ("ana", "notes", vec![("coach", "carl"), ("mentee", "ana")]),
+            ("ana", "plan", vec![("mentee", "ana"), ("program", "south")]),
+        ] {
+            let mut client = connect(&relay, world.token(who), who).await;
+            let id = new_document_id();
+            let refused = create(&mut client, &id, &mut typed(kind, &fields)).await;
+            let reply = refused.expect_err(&format!("{who} must not create {kind} {fields:?}"));
+            assert_eq!(message_type(&reply), "doc-unavailable");
+            // And the document does not exist for its would-be owner either.
+            let mut ana = connect(&relay, world.token("ana"), "ana-check").await;
+            assert!(
+                fetch(&mut ana, &id).await.is_err(),
+                "{who}/{kind} was stored"
+            );
+        }
+    });
+}
+
+#[test]
+fn missing_malformed_forged_expired_and_revoked_tokens_get_401() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    let expired = world.admin(&["token", "issue", "--user", "ana", "--seconds", "0"]);
+    block_on(async {
+        let url = relay.url();
+        assert_eq!(
+            RawClient::connect_with(&url, "none", None).await.err(),
+            Some(401)
+        );
+        let forged = format!("tandem_{}", "0".repeat(64));
+        for token in [forged.as_str(), "not a token", expired.as_str()] {
+            let refused = RawClient::connect_with(&url, "bad", Some(token))
+                .await
+                .err();
+            assert_eq!(refused, Some(401), "{token:?}");
+        }
+        // As a query parameter too, for browsers.
+        let query = format!("{url}/?token={forged}");
+        assert_eq!(
+            RawClient::connect_with(&query, "q", None).await.err(),
+            Some(401)
+        );
+        let good = format!("{url}/?token={}", world.token("ana"));
+        assert!(RawClient::connect_with(&good, "q", None).await.is_ok());
+    });
+    assert!(
+        !relay.log_text().contains(world.token("ana")),
+        "a token reached the log"
+    );
+}
+
+/// Revoking a token closes its live connections; ending a pairing makes the coach's next
+/// messages answer as for absent documents; both within a second of the admin command.
+#[test]
+fn revocation_and_an_ended_pairing_reach_live_connections() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    block_on(async {
+        let documents = make_documents(&relay, &world).await;
+        let plan = &documents.ids["plan"];
+        let mut carl = connect(&relay, world.token("carl"), "carl-live").await;
+        fetch(&mut carl, plan).await.unwrap();
+        world.admin(&["pairing", "end", "1"]);
+        // Within a second the relay re-reads the accounts; until then carl may still see the
+        // plan, so ask until the answer changes, bounded by the test's timeout.
+        let started = std::time::Instant::now();
+        let reply = loop {
+            if let Err(reply) = fetch(&mut carl, plan).await {
+                break reply;
+            }
+        };
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(message_type(&reply), "doc-unavailable");
+        for kind in ["session", "notes", "directory"] {
+            assert!(
+                fetch(&mut carl, &documents.ids[kind]).await.is_err(),
+                "{kind}"
+            );
+        }
+        // The mentee keeps hers.
+        let mut ana = connect(&relay, world.token("ana"), "ana-live").await;
+        fetch(&mut ana, plan).await.unwrap();
+        fetch(&mut ana, &documents.ids["session"]).await.unwrap();
+
+        let tokens = world.admin(&["token", "list"]);
+        let ana_token = tokens
+            .lines()
+            .find(|line| line.split('\t').nth(1) == Some("ana"))
+            .and_then(|line| line.split('\t').next())
+            .unwrap()
+            .to_owned();
+        let started = std::time::Instant::now();
+        world.admin(&["token", "revoke", &ana_token]);
+        let (_, close) = ana.expect_close().await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let close = close.expect("a close frame");
+        assert!(close.reason.contains("revoked"), "{close:?}");
+        let again = RawClient::connect_with(&relay.url(), "ana", Some(world.token("ana"))).await;
+        assert_eq!(again.err(), Some(401));
+    });
+}
+
+#[test]
+fn a_token_expiring_while_connected_closes_the_connection() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    let short = world.admin(&["token", "issue", "--user", "ana", "--seconds", "2"]);
+    block_on(async {
+        let mut ana = connect(&relay, &short, "short").await;
+        let (_, close) = ana.expect_close().await;
+        assert!(close.expect("a close frame").reason.contains("expired"));
+    });
+}
+
+/// A Tandem device writes under its own id as actor; nobody else may write under it, and the
+/// device may not write under another actor. The audit names who wrote what.
+#[test]
+fn changes_must_come_from_an_actor_bound_to_the_device_and_are_audited() {
+    let world = World::new();
+    let device = "00112233445566778899aabbccddeeff";
+    let phone = world.admin(&["token", "issue", "--user", "ana", "--device", device]);
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    block_on(async {
+        let actor = ActorId::from(hex_bytes(device));
+        let mut ana = connect(&relay, &phone, "ana-phone").await;
+        let plan = new_document_id();
+        let mut doc = Automerge::new().with_actor(actor.clone());
+        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+            tx.put(automerge::ROOT, "type", "plan")?;
+            tx.put(automerge::ROOT, "mentee", "ana")?;
+            Ok(())
+        })
+        .unwrap();
+        create(&mut ana, &plan, &mut doc).await.unwrap();
+
+        // carl may write the plan, but not under ana's phone's actor.
+        let mut carl = connect(&relay, world.token("carl"), "carl-forger").await;
+        let (mut copy, mut state) = fetch(&mut carl, &plan).await.unwrap();
+        copy.set_actor(actor.clone());
+        put(&mut copy, "forged", "by carl as ana");
+        let message = copy.generate_sync_message(&mut state).unwrap();
+        let frame = carl.sync_message("sync", &plan, message.encode());
+        carl.send(frame).await;
+        let (_, close) = carl.expect_close().await;
+        assert!(close.expect("a close frame").reason.contains("actor"));
+
+        // The phone may not write under a random actor.
+        let (mut copy, mut state) = fetch(&mut ana, &plan).await.unwrap();
+        copy.set_actor(ActorId::random());
+        put(&mut copy, "other actor", "yes");
+        let message = copy.generate_sync_message(&mut state).unwrap();
+        let frame = ana.sync_message("sync", &plan, message.encode());
+        ana.send(frame).await;
+        let (_, close) = ana.expect_close().await;
+        assert!(close.expect("a close frame").reason.contains("actor"));
+
+        // carl's honest edit goes through.
+        let mut carl = connect(&relay, world.token("carl"), "carl-honest").await;
+        let (mut copy, _) = fetch(&mut carl, &plan).await.unwrap();
+        put(&mut copy, "from carl", "yes");
+        create(&mut carl, &plan, &mut copy).await.unwrap();
+
+        let mut check = connect(&relay, world.token("ana"), "ana-check").await;
+        let (kept, _) = fetch(&mut check, &plan).await.unwrap();
+        assert_eq!(get_str(&kept, "forged"), None);
+        assert_eq!(get_str(&kept, "other actor"), None);
+        assert_eq!(get_str(&kept, "from carl").as_deref(), Some("yes"));
+        let audit = world.admin(&["audit", "--document", &plan]);
+        let lines: Vec<&str> = audit.lines().collect();
+        assert_eq!(lines.len(), 2, "{audit}");
+        assert!(
+            lines[0].contains("\tana\t") && lines[0].contains(device),
+            "{audit}"
+        );
+        assert!(lines[1].contains("\tcarl\t"), "{audit}");
+    });
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The official JS client authenticates with `?token=`: the mentee writes her plan and reads it
+/// back; her coach reads it; a coach of another program is told it is unavailable, as for a
+/// document nobody has.
+#[test]
+fn the_js_client_passes_its_token_in_the_url() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    let url = |who: &str| format!("{}/?token={}", relay.url(), world.token(who));
+    let plan = r#"{"type":"plan","mentee":"ana","program":"north","goals":["Pass calculus"]}"#;
+    let written = node_json("write.mjs", &[&url("ana"), plan]);
+    let doc_url = written["url"].as_str().unwrap().to_owned();
+    let by_carl = node_json("read.mjs", &[&url("carl"), &doc_url]);
+    assert_eq!(by_carl["doc"]["mentee"], "ana", "{by_carl}");
+    let by_sam = node_json("read.mjs", &[&url("sam"), &doc_url]);
+    assert!(
+        by_sam["unavailable"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unavailable"),
+        "{by_sam}"
+    );
+    let js_private = node_json("write.mjs", &[&url("olga"), r#"{"title":"olga's"}"#]);
+    let private_url = js_private["url"].as_str().unwrap().to_owned();
+    let by_ana = node_json("read.mjs", &[&url("ana"), &private_url]);
+    assert!(by_ana.get("unavailable").is_some(), "{by_ana}");
+}
+
+/// Tokens must not cross a network in clear text: a non-loopback address is refused unless TLS
+/// terminates in front of the relay.
+#[test]
+fn a_non_loopback_address_needs_a_tls_proxy() {
+    let data = TempDir::new().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem-server"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(data.path())
+        .output()
+        .expect("run tandem-server");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--behind-tls-proxy"), "{stderr}");
+}
