@@ -20,8 +20,10 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_by_document ON chunks (document, seq);
 
 -- The last sync state agreed with each peer that has durable storage, so reconnects resume.
+-- No foreign key to `documents`: the engine keeps state for a document a peer asked for before
+-- any change of it is stored (or that is never stored at all).
 CREATE TABLE sync_states (
-    document         BLOB NOT NULL REFERENCES documents (id),
+    document         BLOB NOT NULL,
     peer_storage_id  TEXT NOT NULL,
     state            BLOB NOT NULL,
     PRIMARY KEY (document, peer_storage_id)

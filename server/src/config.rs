@@ -24,9 +24,12 @@ pub struct ServeConfig {
     #[arg(long, env = "TANDEM_IDLE_TIMEOUT_SECS", default_value_t = 300)]
     pub idle_timeout_secs: u64,
 
-    /// Frames queued for one slow connection before it is disconnected (bounds its memory).
-    #[arg(long, env = "TANDEM_SEND_QUEUE", default_value_t = 256)]
-    pub send_queue: usize,
+    /// Bytes of frames queued for one connection before it is dropped as too slow to read them.
+    /// Bounds a connection's memory without punishing a device that reconnects with thousands of
+    /// documents (thousands of small replies at once). One frame larger than this still goes out
+    /// when nothing else is queued.
+    #[arg(long, env = "TANDEM_SEND_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub send_queue_bytes: usize,
 
     /// Most documents one connection may sync.
     #[arg(

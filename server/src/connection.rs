@@ -4,16 +4,16 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::auth::Identity;
-use crate::relay::{Command, Outbound, RelayHandle};
+use crate::relay::{Command, Outbound, Outbox, RelayHandle};
 
 /// Limits of one connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnectionLimits {
     pub idle_timeout: Duration,
-    pub send_queue: usize,
+    pub send_queue_bytes: usize,
 }
 
 pub(crate) async fn run(
@@ -23,7 +23,7 @@ pub(crate) async fn run(
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (outbound, mut frames) = mpsc::channel(limits.send_queue.max(1));
+    let (outbound, mut frames) = Outbox::new(limits.send_queue_bytes);
     let (reply, connection) = oneshot::channel();
     let open = Command::Open {
         outbound,
@@ -80,9 +80,12 @@ pub(crate) async fn run(
             }
             outgoing = frames.recv() => match outgoing {
                 Some(Outbound::Frame(frame)) => {
+                    let len = frame.len();
                     relay.metrics.messages_out.inc();
-                    relay.metrics.bytes_out.inc_by(frame.len() as u64);
-                    if socket.send(Message::Binary(frame.into())).await.is_err() {
+                    relay.metrics.bytes_out.inc_by(len as u64);
+                    let sent = socket.send(Message::Binary(frame.into())).await;
+                    frames.written(len);
+                    if sent.is_err() {
                         break;
                     }
                 }

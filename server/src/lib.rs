@@ -60,7 +60,7 @@ impl Server {
             relay: relay.handle(),
             limits: ConnectionLimits {
                 idle_timeout: config.idle_timeout(),
-                send_queue: config.send_queue,
+                send_queue_bytes: config.send_queue_bytes,
             },
             max_frame_bytes: config.max_frame_bytes,
             auth: AuthConfig {

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use automerge::ReadDoc;
@@ -37,7 +38,7 @@ const ACCOUNTS_POLL: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub(crate) enum Command {
     Open {
-        outbound: mpsc::Sender<Outbound>,
+        outbound: Outbox,
         identity: Identity,
         reply: oneshot::Sender<ConnectionId>,
     },
@@ -66,6 +67,63 @@ pub(crate) enum Command {
 pub(crate) enum Outbound {
     Frame(Vec<u8>),
     Close(String),
+}
+
+/// The frames waiting for one connection, bounded in bytes rather than in count: a device that
+/// reconnects with thousands of documents is answered with thousands of small frames at once, and
+/// that is no reason to drop it, while a peer that stops reading must not grow the relay's memory
+/// without bound.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    sender: mpsc::UnboundedSender<Outbound>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// The connection task's end of an [`Outbox`].
+#[derive(Debug)]
+pub(crate) struct OutboxReceiver {
+    receiver: mpsc::UnboundedReceiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    pub(crate) fn new(limit: usize) -> (Self, OutboxReceiver) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let outbox = Self {
+            sender,
+            queued: queued.clone(),
+            limit,
+        };
+        (outbox, OutboxReceiver { receiver, queued })
+    }
+
+    /// Queues a frame; false when the connection is over its budget (or gone). A frame larger
+    /// than the whole budget still goes out when nothing else is waiting.
+    fn push_frame(&self, frame: Vec<u8>) -> bool {
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + frame.len() > self.limit {
+            return false;
+        }
+        self.queued.fetch_add(frame.len(), Ordering::AcqRel);
+        self.sender.send(Outbound::Frame(frame)).is_ok()
+    }
+
+    fn close(&self, reason: String) {
+        let _ = self.sender.send(Outbound::Close(reason));
+    }
+}
+
+impl OutboxReceiver {
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+        self.receiver.recv().await
+    }
+
+    /// The connection wrote a frame of `len` bytes: it no longer counts against the budget.
+    pub(crate) fn written(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+    }
 }
 
 /// Work for the writer task.
@@ -185,7 +243,7 @@ struct Hub {
     policy: RelayPolicy,
     /// Persists that create a document, committed with its record.
     creating: HashMap<PersistTicket, DocumentId>,
-    connections: HashMap<ConnectionId, (mpsc::Sender<Outbound>, Identity)>,
+    connections: HashMap<ConnectionId, (Outbox, Identity)>,
     store: Arc<dyn RelayStore>,
     writes: mpsc::UnboundedSender<Write>,
     commands: mpsc::Sender<Command>,
@@ -213,7 +271,7 @@ impl Hub {
                 reply,
             } => {
                 if self.shutting_down {
-                    let _ = outbound.try_send(Outbound::Close("relay shutting down".into()));
+                    outbound.close("relay shutting down".into());
                     return;
                 }
                 let connection = self.engine.connection_opened(Direction::Incoming);
@@ -292,7 +350,7 @@ impl Hub {
     /// are answered as for a stranger.
     fn close(&mut self, connection: ConnectionId, reason: &str) {
         if let Some((outbound, _)) = self.connections.get(&connection) {
-            let _ = outbound.try_send(Outbound::Close(reason.to_owned()));
+            outbound.close(reason.to_owned());
         }
         self.policy.lock().connections.remove(&connection);
     }
@@ -339,10 +397,10 @@ impl Hub {
                     let Some((outbound, _)) = self.connections.get(&connection) else {
                         continue;
                     };
-                    if outbound.try_send(Outbound::Frame(frame)).is_err() {
+                    if !outbound.push_frame(frame) {
                         // A peer that does not read its frames would grow the relay's memory
                         // without bound; it is disconnected and resyncs when it reconnects.
-                        tracing::warn!(%connection, "send queue full; disconnecting slow peer");
+                        tracing::warn!(%connection, "send queue over its byte budget; disconnecting");
                         self.connections.remove(&connection);
                         self.policy.lock().connections.remove(&connection);
                         self.engine.connection_closed(connection);
@@ -553,5 +611,43 @@ async fn run_writer(
         if !tickets.is_empty() {
             let _ = hub.send(Command::Committed { tickets, ok }).await;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outbox_is_bounded_in_bytes_not_frames() {
+        let (outbox, mut receiver) = Outbox::new(1000);
+        // Thousands of small frames fit as long as their bytes do.
+        for _ in 0..99 {
+            assert!(outbox.push_frame(vec![0; 10]));
+        }
+        assert!(
+            !outbox.push_frame(vec![0; 20]),
+            "990 + 20 bytes is over the budget"
+        );
+        assert!(outbox.push_frame(vec![0; 10]), "exactly 1000 bytes fits");
+        // Writing frees the budget.
+        let Some(Outbound::Frame(frame)) = receiver.receiver.try_recv().ok() else {
+            panic!("a queued frame")
+        };
+        receiver.written(frame.len());
+        assert!(outbox.push_frame(vec![0; 10]));
+    }
+
+    #[test]
+    fn one_frame_larger_than_the_budget_goes_out_when_nothing_waits() {
+        let (outbox, receiver) = Outbox::new(100);
+        assert!(outbox.push_frame(vec![0; 5000]));
+        assert!(
+            !outbox.push_frame(vec![0; 1]),
+            "but nothing may queue behind it"
+        );
+        receiver.written(5000);
+        assert!(outbox.push_frame(vec![0; 1]));
     }
 }

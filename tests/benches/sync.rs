@@ -37,8 +37,6 @@ use tokio_tungstenite::tungstenite;
 const QUIET: Duration = Duration::from_millis(500);
 /// Documents a seeding client creates and uploads at a time.
 const SEED_BATCH: usize = 200;
-/// The relay's `--send-queue` for the extra run of workload 2 (its default is 256 frames).
-const LARGE_SEND_QUEUE: &str = "20000";
 /// How long a server may take to print its address.
 const STARTUP: Duration = Duration::from_secs(30);
 
@@ -1147,7 +1145,7 @@ type Workload = for<'a> fn(
 
 /// Runs every workload against a fresh process of `kind`; failures become figures.
 async fn bench_server(kind: ServerKind, sizes: &Sizes, notes: &mut Vec<String>) -> Rows {
-    let mut workloads: Vec<(String, Workload, &[&str])> = vec![
+    let workloads: Vec<(String, Workload, &[&str])> = vec![
         (
             "1. fresh device".into(),
             |u, s, r| Box::pin(fresh_device(u, s, r)),
@@ -1164,18 +1162,6 @@ async fn bench_server(kind: ServerKind, sizes: &Sizes, notes: &mut Vec<String>) 
             &[],
         ),
     ];
-    if kind == ServerKind::Tandem {
-        // The relay's default send queue can disconnect a device that offers many documents at
-        // once; this run shows what the reconnect costs when it does not.
-        workloads.insert(
-            2,
-            (
-                format!("2. idle reconnect [relay --send-queue {LARGE_SEND_QUEUE}]"),
-                |u, s, r| Box::pin(idle_reconnect(u, s, r)),
-                &["--send-queue", LARGE_SEND_QUEUE],
-            ),
-        );
-    }
     let mut rows = Rows::new();
     for (name, workload, relay_args) in workloads {
         eprintln!("{}: {name} ...", kind.name());

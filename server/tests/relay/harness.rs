@@ -192,7 +192,7 @@ pub fn config(data: &Path) -> ServeConfig {
         data: data.to_owned(),
         max_frame_bytes: 16 * 1024 * 1024,
         idle_timeout_secs: 300,
-        send_queue: 256,
+        send_queue_bytes: 8 * 1024 * 1024,
         max_documents_per_connection: 100_000,
         allow_anonymous: true,
         behind_tls_proxy: false,
