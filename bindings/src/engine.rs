@@ -14,6 +14,7 @@ use automerge::ChangeHash;
 use tandem_core::client::ClientConfig;
 use tandem_core::device::Device;
 use tandem_core::repo::{Repo, RepoConfig};
+use tandem_core::store::EncryptionKey;
 use tandem_core::{ActionItemId, DocumentId, GoalId, MilestoneId, UserId};
 use tokio::runtime::Runtime;
 
@@ -44,13 +45,24 @@ pub struct EngineConfig {
     /// This device's token (`tandem-server admin token issue`), sent as a bearer token.
     #[uniffi(default)]
     pub token: Option<String>,
+    /// 32 random bytes kept in the Keychain or Keystore: the database file is then encrypted at
+    /// rest (SQLCipher). The same key must be given on every open; a wrong one is `Storage`.
+    #[uniffi(default)]
+    pub encryption_key: Option<Vec<u8>>,
 }
 
-impl From<EngineConfig> for RepoConfig {
-    fn from(config: EngineConfig) -> Self {
+impl TryFrom<EngineConfig> for RepoConfig {
+    type Error = tandem_core::Error;
+
+    fn try_from(config: EngineConfig) -> Result<Self, Self::Error> {
         let mut repo = RepoConfig::new(UserId::from(config.user_id), config.device_name);
         repo.durability = config.durability.into();
-        repo
+        repo.key = config
+            .encryption_key
+            .as_deref()
+            .map(EncryptionKey::from_slice)
+            .transpose()?;
+        Ok(repo)
     }
 }
 
@@ -72,7 +84,7 @@ impl Engine {
     #[uniffi::constructor]
     pub fn open(path: String, config: EngineConfig) -> ApiResult<Arc<Self>> {
         let relay = (config.relay_url.clone(), config.token.clone());
-        let device = guard(|| Device::new(Repo::open(&path, config.into())?))?;
+        let device = guard(|| Device::new(Repo::open(&path, config.try_into()?)?))?;
         Ok(Arc::new(Self {
             inner: Mutex::new(Core::new(device)),
             notifier: Notifier::start()?,

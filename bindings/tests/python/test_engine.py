@@ -6,6 +6,8 @@ Run with scripts/test-bindings.sh, which regenerates the bindings from the libra
 
 import asyncio
 import datetime
+import gc
+import os
 import queue
 import threading
 
@@ -160,6 +162,40 @@ def test_errors_an_app_can_act_on(tmp_path):
         other_device.plan(plan)  # a valid id this device does not hold (yet)
     with pytest.raises(tandem.ApiError.InvalidInput):
         open_engine(tmp_path, "someone-else", file="carla-phone.db")  # the file belongs to carla
+
+
+def test_an_encrypted_database_hides_notes_and_needs_its_key(tmp_path):
+    secret = "MARKER-2c1e: thinking of leaving the program"
+    path = tmp_path / "carla-secure.db"
+
+    def open_with(key):
+        return tandem.Engine.open(
+            str(path),
+            tandem.EngineConfig(
+                user_id="carla",
+                device_name="phone",
+                durability=tandem.Durability.FULL,
+                encryption_key=key,
+            ),
+        )
+
+    key = os.urandom(32)
+    engine = open_with(key)
+    plan = new_plan(engine)
+    notes = engine.create_private_notes(
+        tandem.NewNotes(coach="carla", mentee="ana", plan=plan, text=secret)
+    )
+    del engine
+    gc.collect()
+    files = list(tmp_path.glob("carla-secure.db*"))
+    assert files
+    for file in files:
+        assert secret.encode() not in file.read_bytes(), file
+    with pytest.raises(tandem.ApiError.Storage):
+        open_with(os.urandom(32))  # the wrong key
+    with pytest.raises(tandem.ApiError.InvalidInput):
+        open_with(b"too short")
+    assert open_with(key).private_notes(notes).text == secret
 
 
 def test_concurrent_edits_on_two_devices_show_as_a_conflict(tmp_path):
