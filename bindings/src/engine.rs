@@ -667,6 +667,7 @@ mod tests {
             durability: Durability::Normal,
             relay_url: None,
             token: None,
+            encryption_key: None,
         };
         Engine::open(dir.join("t.db").display().to_string(), config).unwrap()
     }
