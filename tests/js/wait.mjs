@@ -1,4 +1,5 @@
 // Waiting on events, never on the clock: resolve when a document handle satisfies a predicate.
+import { isImmutableString } from "@automerge/automerge";
 
 export function waitFor(handle, predicate) {
   return new Promise((resolve) => {
@@ -36,4 +37,17 @@ export function whenStored(handle) {
     };
     handle.on("remote-heads", check);
   });
+}
+
+// A document as plain JSON: timestamps as milliseconds, immutable strings as strings, BigInts as
+// numbers.
+export function toJSON(doc) {
+  return JSON.parse(
+    JSON.stringify(doc, function (key, value) {
+      const raw = this[key];
+      if (raw instanceof Date) return raw.getTime();
+      if (isImmutableString(raw)) return raw.toString();
+      return typeof value === "bigint" ? Number(value) : value;
+    }),
+  );
 }

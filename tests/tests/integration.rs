@@ -15,3 +15,6 @@ mod convergence;
 
 #[path = "integration/dependencies.rs"]
 mod dependencies;
+
+#[path = "integration/js_interop.rs"]
+mod js_interop;
