@@ -13,7 +13,7 @@
 //! let engine = Engine::open(
 //!     dir.path().join("tandem.db").display().to_string(),
 //!     EngineConfig { user_id: "carla".into(), device_name: "Carla's phone".into(), durability: Durability::Full,
-//!                   relay_url: None, token: None },
+//!                   relay_url: None, token: None, encryption_key: None },
 //! )?;
 //! let plan = engine.create_plan(NewPlan {
 //!     mentee: "ana".into(),
