@@ -265,6 +265,11 @@ impl<'a, R: ReadDoc> ObjReader<'a, R> {
                     ScalarValue::Str(text) => Ok(text.to_string()),
                     _ => Err(list.wrong_type(&index.to_string(), "a string", &Value::Scalar(s))),
                 },
+                // `@automerge/automerge` 3 writes every JS string as text, list items included.
+                Ok(Some((Value::Object(ObjType::Text), id))) => list
+                    .doc
+                    .text(&id)
+                    .map_err(|e| Error::malformed(format!("field {}/{index}: {e}", list.path))),
                 Ok(Some((found, _))) => {
                     Err(list.wrong_type(&index.to_string(), "a string", &found))
                 }
@@ -313,11 +318,11 @@ fn describe(value: &Value<'_>) -> String {
 
 /// Finds the index of `item` in a list of strings, for removals by value.
 pub(crate) fn index_of_string<R: ReadDoc>(doc: &R, list: &ObjId, item: &str) -> Option<usize> {
-    (0..doc.length(list)).find(|&index| {
-        matches!(
-            doc.get(list, index),
-            Ok(Some((Value::Scalar(s), _))) if matches!(s.as_ref(), ScalarValue::Str(t) if t == item)
-        )
+    (0..doc.length(list)).find(|&index| match doc.get(list, index) {
+        Ok(Some((Value::Scalar(s), _))) => matches!(s.as_ref(), ScalarValue::Str(t) if t == item),
+        // A list item JS wrote as text (see `string_list`).
+        Ok(Some((Value::Object(ObjType::Text), id))) => doc.text(&id).is_ok_and(|t| t == item),
+        _ => false,
     })
 }
 

@@ -339,23 +339,18 @@ async fn a_js_client_reads_and_edits_a_plan_the_device_made_and_concurrent_edits
 /// as a typed plan, and edits it; the JS client, still connected, receives the edit and ends on
 /// the device's heads.
 ///
-/// The JS client writes its strings as plain JS strings, which `@automerge/automerge` 3 stores
-/// as collaborative Text objects; the strings inside the `coaches` and `strengths` lists are
-/// `ImmutableString`s (scalar strings, the `[str]` of Tandem's layout) because Tandem cannot read
-/// Text objects there yet: see the ignored test below.
+/// The JS client writes the strings inside the `coaches` and `strengths` lists as
+/// `ImmutableString`s (scalar strings, the `[str]` of Tandem's layout); the next test writes them
+/// as plain JS strings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_device_reads_and_edits_a_plan_a_js_client_made() -> anyhow::Result<()> {
     device_reads_and_edits_a_js_plan("scalar").await
 }
 
 /// The same with every string a plain JS string, as most JS apps write them: Automerge 3 then
-/// stores the list items of `coaches` and `strengths` as Text objects too. Tandem's reader
-/// accepts Text for string fields of maps but not for string items of lists
-/// (`ObjReader::string_list`), so the device fails the document ("field coaches/0 should be a
-/// string, found text"), then reports it `Unavailable`, and `sync_now` still resolves, without
-/// it. The relay (anonymous) stored the document without complaint.
+/// stores the list items of `coaches` and `strengths` as Text objects too, and Tandem reads them
+/// as the strings they are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "interop bug: Tandem rejects Text objects as items of string lists, which Automerge 3 JS writes by default"]
 async fn the_device_reads_a_plan_whose_list_strings_js_wrote_as_text() -> anyhow::Result<()> {
     device_reads_and_edits_a_js_plan("text").await
 }
