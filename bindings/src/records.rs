@@ -108,6 +108,8 @@ pub enum GoalStatus {
     Completed,
     Deferred,
     Dropped,
+    /// Written by a newer release; shown, never set.
+    Unknown,
 }
 
 impl From<model::GoalStatus> for GoalStatus {
@@ -118,6 +120,7 @@ impl From<model::GoalStatus> for GoalStatus {
             model::GoalStatus::Completed => Self::Completed,
             model::GoalStatus::Deferred => Self::Deferred,
             model::GoalStatus::Dropped => Self::Dropped,
+            model::GoalStatus::Unknown => Self::Unknown,
         }
     }
 }
@@ -130,6 +133,7 @@ impl From<GoalStatus> for model::GoalStatus {
             GoalStatus::Completed => Self::Completed,
             GoalStatus::Deferred => Self::Deferred,
             GoalStatus::Dropped => Self::Dropped,
+            GoalStatus::Unknown => Self::Unknown,
         }
     }
 }
@@ -140,6 +144,8 @@ pub enum SessionMode {
     Video,
     Phone,
     Group,
+    /// Written by a newer release; shown, never set.
+    Unknown,
 }
 
 impl From<model::SessionMode> for SessionMode {
@@ -149,6 +155,7 @@ impl From<model::SessionMode> for SessionMode {
             model::SessionMode::Video => Self::Video,
             model::SessionMode::Phone => Self::Phone,
             model::SessionMode::Group => Self::Group,
+            model::SessionMode::Unknown => Self::Unknown,
         }
     }
 }
@@ -160,6 +167,7 @@ impl From<SessionMode> for model::SessionMode {
             SessionMode::Video => Self::Video,
             SessionMode::Phone => Self::Phone,
             SessionMode::Group => Self::Group,
+            SessionMode::Unknown => Self::Unknown,
         }
     }
 }

@@ -523,6 +523,98 @@ mod tests {
         assert_eq!(newer.schema_version().unwrap(), 2);
     }
 
+    /// Values a newer release may add (a goal status, a session mode, a kind of document in a
+    /// directory) read as unknown or unlisted instead of failing the document, survive edits, and
+    /// cannot be written by this release.
+    #[test]
+    fn values_from_newer_releases_read_as_unknown_and_survive_edits() {
+        use crate::model::{GoalStatus, SessionMode};
+
+        let mut plan = plan_doc();
+        let goal_id = plan.add_goal(&mentee(), goal("Pass calculus")).unwrap();
+        let mut session = session_doc();
+        let mut directory = Document::create_directory(
+            crate::ids::DirectoryId(DocumentId::random()),
+            &mentee(),
+            crate::model::NewDirectory {
+                program: "First-year success".into(),
+                coach: "carla".into(),
+                mentee: "ana".into(),
+            },
+        )
+        .unwrap();
+        let (plan_id, session_id) = (plan.id(), session.id());
+        directory
+            .add_directory_entry(
+                &mentee(),
+                crate::model::DirectoryEntry {
+                    document: plan_id,
+                    kind: DocKind::Plan,
+                    title: "Plan".into(),
+                },
+            )
+            .unwrap();
+        plan.automerge_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                let goals = tx.get(ROOT, "goals")?.unwrap().1;
+                let goal = tx.get(&goals, goal_id.as_str())?.unwrap().1;
+                tx.put(&goal, "status", "paused")
+            })
+            .unwrap();
+        session
+            .automerge_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "mode", "hybrid"))
+            .unwrap();
+        directory
+            .automerge_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                let entries = tx.get(ROOT, "entries")?.unwrap().1;
+                let entry = tx.put_object(&entries, session_id.to_string(), ObjType::Map)?;
+                tx.put(&entry, "kind", "recording")?;
+                tx.put(&entry, "title", "Audio of the session")
+            })
+            .unwrap();
+
+        assert_eq!(
+            plan.read_plan().unwrap().goals[0].status,
+            GoalStatus::Unknown
+        );
+        assert_eq!(session.read_session().unwrap().mode, SessionMode::Unknown);
+        let entries = directory.read_directory().unwrap().entries;
+        assert_eq!(
+            entries.len(),
+            1,
+            "the unknown kind is not listed: {entries:?}"
+        );
+        assert_eq!(entries[0].document, plan_id);
+
+        plan.set_goal_progress(&mentee(), &goal_id, 30).unwrap();
+        session.set_mood(&mentee(), Some(4)).unwrap();
+        let goals = plan.automerge().get(ROOT, "goals").unwrap().unwrap().1;
+        let stored = plan
+            .automerge()
+            .get(&goals, goal_id.as_str())
+            .unwrap()
+            .unwrap()
+            .1;
+        assert_eq!(
+            plan.automerge()
+                .get(&stored, "status")
+                .unwrap()
+                .unwrap()
+                .0
+                .to_str(),
+            Some("paused"),
+            "edits keep the newer release's value"
+        );
+        let heads = plan.heads();
+        assert!(matches!(
+            plan.set_goal_status(&mentee(), &goal_id, GoalStatus::Unknown),
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(plan.heads(), heads);
+    }
+
     #[test]
     fn a_field_of_the_wrong_type_is_malformed_naming_the_field() {
         let mut doc = plan_doc();

@@ -57,9 +57,13 @@ pub enum GoalStatus {
     Completed,
     Deferred,
     Dropped,
+    /// A status this release does not know, written by a newer one. The document keeps the
+    /// original value; an app shows the goal without a status it can name, and cannot write this.
+    Unknown,
 }
 
 impl GoalStatus {
+    /// The statuses an edit may set.
     pub const ALL: [GoalStatus; 5] = [
         Self::NotStarted,
         Self::InProgress,
@@ -75,11 +79,16 @@ impl GoalStatus {
             Self::Completed => "completed",
             Self::Deferred => "deferred",
             Self::Dropped => "dropped",
+            Self::Unknown => "unknown",
         }
     }
 
+    /// The status named `text`; `None` for a name this release does not know.
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == text)
+        Self::ALL
+            .into_iter()
+            .chain([Self::Unknown])
+            .find(|status| status.as_str() == text)
     }
 }
 
@@ -89,9 +98,13 @@ pub enum SessionMode {
     Video,
     Phone,
     Group,
+    /// A mode this release does not know, written by a newer one. The document keeps the
+    /// original value; it cannot be written.
+    Unknown,
 }
 
 impl SessionMode {
+    /// The modes a session may be logged with.
     pub const ALL: [SessionMode; 4] = [Self::InPerson, Self::Video, Self::Phone, Self::Group];
 
     pub fn as_str(self) -> &'static str {
@@ -100,11 +113,16 @@ impl SessionMode {
             Self::Video => "video",
             Self::Phone => "phone",
             Self::Group => "group",
+            Self::Unknown => "unknown",
         }
     }
 
+    /// The mode named `text`; `None` for a name this release does not know.
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|mode| mode.as_str() == text)
+        Self::ALL
+            .into_iter()
+            .chain([Self::Unknown])
+            .find(|mode| mode.as_str() == text)
     }
 }
 

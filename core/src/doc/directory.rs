@@ -52,19 +52,17 @@ impl Document {
                             "directory entry key {key:?} is not a document id"
                         ))
                     })?;
-                    let kind_text = entry.str("kind")?;
-                    let kind = DocKind::parse(&kind_text).ok_or_else(|| {
-                        Error::malformed(format!(
-                            "field {} has an unknown document kind {kind_text:?}",
-                            entry.path_of("kind")
-                        ))
-                    })?;
-                    Ok(DirectoryEntry {
+                    // An entry of a kind from a newer release stays in the document, unlisted.
+                    let Some(kind) = DocKind::parse(&entry.str("kind")?) else {
+                        return Ok(None);
+                    };
+                    Ok(Some(DirectoryEntry {
                         document,
                         kind,
                         title: entry.str_or_empty("title")?,
-                    })
+                    }))
                 })
+                .filter_map(Result::transpose)
                 .collect::<Result<Vec<_>>>()?,
         };
         entries.sort_by(|a, b| {

@@ -313,6 +313,9 @@ impl Document {
         status: GoalStatus,
     ) -> Result<()> {
         self.expect_kind(DocKind::Plan)?;
+        if status == GoalStatus::Unknown {
+            return Err(Error::invalid("a goal's status cannot be set to unknown"));
+        }
         let target = self.goal(goal)?;
         let description = format!(
             "set the status of goal {:?} to {}",
@@ -516,12 +519,8 @@ impl Document {
 
 fn read_goal<R: ReadDoc>(key: String, goal: &ObjReader<'_, R>) -> Result<Goal> {
     let status_text = goal.str("status")?;
-    let status = GoalStatus::parse(&status_text).ok_or_else(|| {
-        Error::malformed(format!(
-            "field {} has an unknown goal status {status_text:?}",
-            goal.path_of("status")
-        ))
-    })?;
+    // A status from a newer release reads as unknown rather than failing the whole plan.
+    let status = GoalStatus::parse(&status_text).unwrap_or(GoalStatus::Unknown);
     let mut milestones = match goal.opt_object("milestones", ObjType::Map)? {
         None => Vec::new(),
         Some(map) => map

@@ -24,6 +24,11 @@ impl Document {
         if session.duration_minutes == 0 {
             return Err(Error::invalid("the session duration is zero minutes"));
         }
+        if session.mode == SessionMode::Unknown {
+            return Err(Error::invalid(
+                "a session cannot be logged with an unknown mode",
+            ));
+        }
         if let Some(mood) = session.mood {
             check_rating("mood", mood)?;
         }
@@ -70,11 +75,8 @@ impl Document {
         self.expect_kind(DocKind::Session)?;
         let root = ObjReader::root(&self.doc);
         let mode_text = root.str("mode")?;
-        let mode = SessionMode::parse(&mode_text).ok_or_else(|| {
-            Error::malformed(format!(
-                "field mode has an unknown session mode {mode_text:?}"
-            ))
-        })?;
+        // A mode from a newer release reads as unknown rather than failing the whole log.
+        let mode = SessionMode::parse(&mode_text).unwrap_or(SessionMode::Unknown);
         let mut items = match root.opt_object("actionItems", ObjType::Map)? {
             None => Vec::new(),
             Some(map) => map
