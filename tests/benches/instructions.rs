@@ -1,0 +1,397 @@
+//! Instruction-count benchmarks of the hot paths, for `valgrind --tool=callgrind`: wall-clock
+//! figures on a shared 2-core machine move by tens of percent between runs, instruction counts by
+//! well under one.
+//!
+//! `scripts/bench-instructions.sh` runs this binary under callgrind twice per path, once with
+//! `setup` (the setup alone) and once measuring, and prints (total Ir - setup Ir) / N. By hand:
+//!
+//! ```text
+//! instructions <path> <N>          # setup, then N operations of <path>
+//! instructions <path> <N> setup    # the same setup, no operation
+//! instructions                     # every path a few times, wall clock, a smoke test
+//! ```
+//!
+//! Paths:
+//! - `decode`: `Message::decode` of a `sync` frame carrying one small change (the frame a device
+//!   sends after `put(ROOT, "last_session", n)` on a plan).
+//! - `sync`: a relay engine (`Role::Relay`, in-memory storage answered at once) receiving that
+//!   kind of frame for a hot document and carrying out everything it asks for, up to and including
+//!   the reply frame (decode, access decision, apply, persist + `persisted`, reply). The frames
+//!   were recorded in the setup from a real device/relay exchange and are replayed into a fresh
+//!   relay that went through the same setup frames, so the relay sees exactly what it would.
+//! - `append`: `Store::append_chunk` of a ~640 B incremental chunk (a logged session, as the
+//!   store bench writes it) with its session projection, in an in-memory store.
+//! - `append-file`: the same against a store file in a temporary folder, `synchronous=NORMAL`
+//!   (no fsync per commit; WAL writes and checkpoints are in the count, the kernel's work is not).
+//! - `projection`: `Store::append_chunk` with no bytes and the projection of a plan with 10 goals
+//!   (no milestones or check-ins): the delete-and-insert of the plan's query rows, in memory.
+//!
+//! Operations are run through `std::hint::black_box` so the optimiser cannot drop them.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use automerge::transaction::Transactable;
+use automerge::{Automerge, AutomergeError, ObjType, ROOT};
+use chrono::{TimeZone, Utc};
+use tandem_core::DocumentId;
+use tandem_core::model::{DocKind, NewGoal, NewPlan, NewSession, Plan, SessionLog, SessionMode};
+use tandem_core::repo::{Repo, RepoConfig};
+use tandem_core::store::{ChunkKind, DocumentWrite, Durability, Projection, Store, StoreConfig};
+use tandem_core::sync::{
+    ConnectionId, Direction, Effect, EngineConfig, Message, Role, StoredDocument, SyncEngine,
+};
+use tandem_core::{PlanId, UserId};
+
+const PATHS: [&str; 5] = ["decode", "sync", "append", "append-file", "projection"];
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; everything starting with `--` is cargo's, not ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    match args.as_slice() {
+        [] => smoke(),
+        [path, n] => run(path, n.parse().context("N")?, false).map(|_| ()),
+        [path, n, setup] if setup == "setup" => {
+            run(path, n.parse().context("N")?, true).map(|_| ())
+        }
+        _ => bail!("usage: instructions [<{}> <N> [setup]]", PATHS.join("|")),
+    }
+}
+
+/// Without arguments (`cargo bench` of every bench): each path a few times on the wall clock, so
+/// the binary is exercised; the figures that count come from `scripts/bench-instructions.sh`.
+fn smoke() -> anyhow::Result<()> {
+    for path in PATHS {
+        let n = 200;
+        let began = Instant::now();
+        run(path, n, false)?;
+        let total = began.elapsed();
+        let began = Instant::now();
+        run(path, n, true)?;
+        let setup = began.elapsed();
+        let per = total.saturating_sub(setup) / n as u32;
+        println!(
+            "{path:<12} ~{per:>10.1?} per operation (wall clock, noisy; use scripts/bench-instructions.sh)"
+        );
+    }
+    Ok(())
+}
+
+/// Sets up `path` for `n` operations, then runs them unless `setup_only`. Returns what the
+/// operations produced, summed, so the work is observable.
+fn run(path: &str, n: usize, setup_only: bool) -> anyhow::Result<u64> {
+    let mut out = 0u64;
+    match path {
+        "decode" => {
+            let recording = record_sync(1)?;
+            let frame = recording.rounds[0]
+                .first()
+                .context("no frame in the round")?
+                .clone();
+            match Message::decode(&frame)? {
+                Message::Sync { .. } => {}
+                other => bail!("expected a sync frame, got {}", other.message_type()),
+            }
+            if !setup_only {
+                for _ in 0..n {
+                    let message = Message::decode(black_box(&frame));
+                    out += u64::from(black_box(message).is_ok());
+                }
+            }
+        }
+        "sync" => {
+            let recording = record_sync(n)?;
+            let mut relay = relay_engine();
+            let connection = relay.connection_opened(Direction::Incoming);
+            for frame in &recording.setup {
+                out += relay_receives(&mut relay, connection, frame);
+            }
+            if !setup_only {
+                for round in &recording.rounds {
+                    for frame in round {
+                        out += relay_receives(&mut relay, connection, black_box(frame));
+                    }
+                }
+                if out == 0 {
+                    bail!("the relay sent nothing");
+                }
+            }
+        }
+        "append" | "append-file" => {
+            let (session, bytes) = logged_session()?;
+            let dir = tempfile::tempdir()?;
+            let mut store = if path == "append" {
+                Store::open_in_memory()?
+            } else {
+                Store::open(
+                    dir.path().join("append.db"),
+                    StoreConfig {
+                        durability: Durability::Normal,
+                        ..StoreConfig::default()
+                    },
+                )?
+            };
+            let write = DocumentWrite {
+                id: session.id.0,
+                kind: DocKind::Session,
+                chunk_kind: ChunkKind::Incremental,
+                bytes: &bytes,
+                projection: Projection::Session(&session),
+            };
+            // The first write creates the document; the measured ones append to it.
+            store.append_chunk(&write)?;
+            if !setup_only {
+                for _ in 0..n {
+                    let id = store.append_chunk(black_box(&write))?;
+                    out += u64::from(id.is_some());
+                }
+            }
+        }
+        "projection" => {
+            let (plan, bytes) = plan_with_goals(10)?;
+            anyhow::ensure!(plan.goals.len() == 10, "expected 10 goals");
+            let mut store = Store::open_in_memory()?;
+            let mut write = DocumentWrite {
+                id: plan.id.0,
+                kind: DocKind::Plan,
+                chunk_kind: ChunkKind::Snapshot,
+                bytes: &bytes,
+                projection: Projection::Plan(&plan),
+            };
+            store.append_chunk(&write)?;
+            // No bytes: only the projection rows are replaced.
+            write.bytes = &[];
+            if !setup_only {
+                for _ in 0..n {
+                    let id = store.append_chunk(black_box(&write))?;
+                    out += u64::from(id.is_none());
+                }
+            }
+        }
+        other => bail!("unknown path {other}: expected one of {}", PATHS.join(", ")),
+    }
+    Ok(black_box(out))
+}
+
+// ---- sync: a device/relay exchange, recorded ---------------------------------------------------
+
+/// What a device sent a relay: the frames of the handshake and the first upload of the document,
+/// then, per round, the frames that followed one small local change.
+struct Recording {
+    setup: Vec<Vec<u8>>,
+    rounds: Vec<Vec<Vec<u8>>>,
+}
+
+fn relay_engine() -> SyncEngine {
+    SyncEngine::new(
+        EngineConfig::new("bench-relay", Role::Relay).with_storage_id("bench-relay-storage"),
+    )
+}
+
+/// Hands a frame to the relay and carries out every effect at once (storage answers
+/// immediately). Returns the bytes the relay sent back.
+fn relay_receives(relay: &mut SyncEngine, connection: ConnectionId, frame: &[u8]) -> u64 {
+    relay.frame_received(connection, frame);
+    let mut sent = 0u64;
+    loop {
+        let effects = relay.take_effects();
+        if effects.is_empty() {
+            return sent;
+        }
+        for effect in effects {
+            match effect {
+                Effect::Send { frame, .. } => sent += black_box(frame).len() as u64,
+                Effect::Persist { ticket, .. } => relay.persisted(ticket),
+                Effect::LoadDocument { document } => {
+                    // Only a document the relay never stored is loaded here: none in storage.
+                    let _ = relay.document_loaded(document, StoredDocument::default());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs a device against a relay (both engines in memory): handshake, a plan-like document
+/// uploaded, then `rounds` small edits, each carried to quiet. Records what the device sent.
+fn record_sync(rounds: usize) -> anyhow::Result<Recording> {
+    let mut device = SyncEngine::new(
+        EngineConfig::new("bench-device", Role::Device).with_storage_id("bench-device-storage"),
+    );
+    let mut relay = relay_engine();
+    let on_relay = relay.connection_opened(Direction::Incoming);
+    let on_device = device.connection_opened(Direction::Outgoing);
+    let document = DocumentId::random();
+    device
+        .create_document(document, fill_plan)?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut recording = Recording {
+        setup: Vec::new(),
+        rounds: Vec::with_capacity(rounds),
+    };
+    exchange(
+        &mut device,
+        on_device,
+        &mut relay,
+        on_relay,
+        &mut recording.setup,
+    );
+    for round in 0..rounds {
+        device
+            .local_change(document, |doc| {
+                doc.transact::<_, _, AutomergeError>(|tx| {
+                    tx.put(ROOT, "last_session", round as i64)?;
+                    Ok(())
+                })
+                .map(|_| ())
+                .map_err(|f| f.error)
+            })?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut frames = Vec::new();
+        exchange(&mut device, on_device, &mut relay, on_relay, &mut frames);
+        if frames.is_empty() {
+            bail!("round {round}: the device sent nothing");
+        }
+        recording.rounds.push(frames);
+    }
+    Ok(recording)
+}
+
+/// Carries frames both ways until neither engine has anything left to do.
+fn exchange(
+    device: &mut SyncEngine,
+    on_device: ConnectionId,
+    relay: &mut SyncEngine,
+    on_relay: ConnectionId,
+    sent_by_device: &mut Vec<Vec<u8>>,
+) {
+    loop {
+        let mut quiet = true;
+        for effect in device.take_effects() {
+            quiet = false;
+            match effect {
+                Effect::Send { frame, .. } => {
+                    relay.frame_received(on_relay, &frame);
+                    sent_by_device.push(frame);
+                }
+                Effect::Persist { ticket, .. } => device.persisted(ticket),
+                Effect::LoadDocument { document } => {
+                    let _ = device.document_loaded(document, StoredDocument::default());
+                }
+                _ => {}
+            }
+        }
+        for effect in relay.take_effects() {
+            quiet = false;
+            match effect {
+                Effect::Send { frame, .. } => device.frame_received(on_device, &frame),
+                Effect::Persist { ticket, .. } => relay.persisted(ticket),
+                Effect::LoadDocument { document } => {
+                    let _ = relay.document_loaded(document, StoredDocument::default());
+                }
+                _ => {}
+            }
+        }
+        if quiet {
+            return;
+        }
+    }
+}
+
+/// The plan-like document of the sync bench: mentee, program, term, coaches, strengths, 2 goals.
+fn fill_plan(doc: &mut Automerge) -> Result<(), AutomergeError> {
+    doc.transact::<_, _, AutomergeError>(|tx| {
+        tx.put(ROOT, "type", "plan")?;
+        tx.put(ROOT, "mentee", "student-1")?;
+        tx.put(ROOT, "program", "First-year mentoring")?;
+        tx.put(ROOT, "term", "Spring 2025")?;
+        let coaches = tx.put_object(ROOT, "coaches", ObjType::List)?;
+        tx.insert(&coaches, 0, "carla")?;
+        let strengths = tx.put_object(ROOT, "strengths", ObjType::List)?;
+        tx.insert(&strengths, 0, "curious")?;
+        tx.insert(&strengths, 1, "organised")?;
+        let goals = tx.put_object(ROOT, "goals", ObjType::List)?;
+        for (i, title) in ["Pass calculus", "Join a study group"].iter().enumerate() {
+            let goal = tx.insert_object(&goals, i, ObjType::Map)?;
+            tx.put(&goal, "title", *title)?;
+            tx.put(&goal, "status", "active")?;
+        }
+        Ok(())
+    })
+    .map(|_| ())
+    .map_err(|failure| failure.error)
+}
+
+// ---- store: a logged session and a plan, made by the repo -----------------------------------
+
+fn repo() -> anyhow::Result<Repo> {
+    Ok(Repo::open_in_memory(RepoConfig::new(
+        UserId::from("carla"),
+        "bench",
+    ))?)
+}
+
+fn new_plan() -> NewPlan {
+    NewPlan {
+        mentee: UserId::from("ana"),
+        coaches: vec![UserId::from("carla")],
+        program: "bench".into(),
+        term: "Spring".into(),
+        strengths: vec!["curious".into()],
+        challenges: vec!["time".into()],
+        learning_style: "visual".into(),
+    }
+}
+
+/// A session logged as the store bench logs it, and the bytes of its one chunk (~640 B).
+fn logged_session() -> anyhow::Result<(SessionLog, Vec<u8>)> {
+    let mut repo = repo()?;
+    let plan: PlanId = repo.create_plan(new_plan())?;
+    let start = Utc
+        .with_ymd_and_hms(2025, 3, 3, 15, 0, 0)
+        .single()
+        .context("date")?;
+    let id = repo.log_session(NewSession {
+        plan,
+        coach: UserId::from("carla"),
+        mentee: UserId::from("ana"),
+        start,
+        duration_minutes: 45,
+        mode: SessionMode::Video,
+        topics: vec!["midterms".into(), "sleep".into()],
+        notes: "Went through the study plan for the week and the midterm topics.".into(),
+        mood: Some(3),
+        action_items: Vec::new(),
+        goals_discussed: Vec::new(),
+        follow_up: None,
+    })?;
+    let bytes: Vec<u8> = repo
+        .store()
+        .load_chunks(id.0)?
+        .into_iter()
+        .flat_map(|c| c.bytes)
+        .collect();
+    Ok((repo.session(id)?, bytes))
+}
+
+/// A plan with `goals` goals, read back, and its whole document as one snapshot.
+fn plan_with_goals(goals: usize) -> anyhow::Result<(Plan, Vec<u8>)> {
+    let mut repo = repo()?;
+    let plan = repo.create_plan(new_plan())?;
+    for g in 0..goals {
+        repo.add_goal(
+            plan,
+            NewGoal {
+                title: format!("Goal {g}"),
+                description: "A goal worth working on this term".into(),
+                category: "academic".into(),
+                target_date: None,
+            },
+        )?;
+    }
+    Ok((repo.plan(plan)?, repo.export(plan.0)?))
+}
