@@ -603,7 +603,7 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .0
-                .to_str(),
+                .as_str(),
             Some("paused"),
             "edits keep the newer release's value"
         );
