@@ -58,8 +58,13 @@ impl From<tandem_core::Error> for ApiError {
 
 impl From<tandem_core::client::ClientError> for ApiError {
     fn from(error: tandem_core::client::ClientError) -> Self {
-        // Timed out or stopped: either way the relay has not got everything yet.
-        Self::offline(error.to_string())
+        use tandem_core::client::ClientError as E;
+        let reason = error.to_string();
+        match error {
+            E::Refused(_) => Self::AccessDenied { reason },
+            // Timed out or stopped: either way the relay has not got everything yet.
+            E::TimedOut { .. } | E::Stopped => Self::offline(reason),
+        }
     }
 }
 

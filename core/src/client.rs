@@ -109,6 +109,10 @@ pub enum ClientError {
     /// [`SyncClient::stop`] was called.
     #[error("the sync client is stopped")]
     Stopped,
+    /// The relay refused the token (HTTP 401 or 403 at the upgrade): it is missing, expired or
+    /// revoked. Retrying with the same token will not help; the app needs a new one.
+    #[error("the relay refused this device's token ({0})")]
+    Refused(String),
 }
 
 /// A device syncing with a relay. See the [module documentation](self).
@@ -134,6 +138,8 @@ struct Shared {
     /// Skip the current backoff wait.
     connect_now: Notify,
     stopping: watch::Sender<bool>,
+    /// Why the relay last refused the token, until a dial gets through.
+    refused: watch::Sender<Option<String>>,
     status: watch::Sender<SyncStatus>,
     events: broadcast::Sender<SyncEvent>,
     to_observers: mpsc::UnboundedSender<SyncEvent>,
@@ -183,6 +189,7 @@ impl SyncClient {
             wake: Notify::new(),
             connect_now: Notify::new(),
             stopping: watch::channel(false).0,
+            refused: watch::channel(None).0,
             status: watch::channel(status).0,
             events: broadcast::channel(1024).0,
             to_observers,
@@ -242,18 +249,26 @@ impl SyncClient {
         if *self.shared.stopping.borrow() {
             return Err(ClientError::Stopped);
         }
+        // A refusal seen before this call is stale: the dial it triggers decides anew.
+        self.shared.refused.send_replace(None);
         self.shared.connect_now.notify_one();
         let mut status = self.shared.status.subscribe();
         let mut stopping = self.shared.stopping.subscribe();
+        let mut refused = self.shared.refused.subscribe();
         let complete = async {
             tokio::select! {
-                done = status.wait_for(SyncStatus::is_complete) => done.map(|s| s.clone()).ok(),
-                _ = stopping.wait_for(|stop| *stop) => None,
+                done = status.wait_for(SyncStatus::is_complete) => {
+                    done.map(|s| Ok(s.clone())).unwrap_or(Err(ClientError::Stopped))
+                }
+                reason = refused.wait_for(Option::is_some) => Err(match reason {
+                    Ok(reason) => ClientError::Refused(reason.clone().unwrap_or_default()),
+                    Err(_) => ClientError::Stopped,
+                }),
+                _ = stopping.wait_for(|stop| *stop) => Err(ClientError::Stopped),
             }
         };
         match tokio::time::timeout(timeout, complete).await {
-            Ok(Some(status)) => Ok(status),
-            Ok(None) => Err(ClientError::Stopped),
+            Ok(outcome) => outcome,
             Err(_) => Err(ClientError::TimedOut {
                 waited: timeout,
                 status: self.status(),
@@ -334,11 +349,20 @@ async fn connection_loop(shared: &Shared) {
         };
         match dialled {
             Ok(socket) => {
+                shared.refused.send_replace(None);
                 if run_session(shared, socket, &mut stop).await {
                     failures = 0;
                 }
             }
-            Err(e) => {
+            Err(DialError::Refused(reason)) => {
+                tracing::warn!(url = %shared.config.url, "the relay refused the token: {reason}");
+                shared.refused.send_replace(Some(reason));
+                shared.with_device(Device::dial_failed);
+                // The same token will be refused again: wait the longest backoff, unless the app
+                // asks to sync now (with a new token, after a restart of the client).
+                failures = u32::MAX;
+            }
+            Err(DialError::Failed(e)) => {
                 tracing::info!(url = %shared.config.url, "connecting to the relay failed: {e}");
                 shared.with_device(Device::dial_failed);
             }
@@ -360,15 +384,22 @@ async fn connection_loop(shared: &Shared) {
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-async fn dial(config: &ClientConfig) -> std::result::Result<Socket, String> {
+/// Why a dial did not give a websocket.
+enum DialError {
+    /// The relay answered the upgrade with 401 or 403.
+    Refused(String),
+    Failed(String),
+}
+
+async fn dial(config: &ClientConfig) -> std::result::Result<Socket, DialError> {
     let mut request = config
         .url
         .as_str()
         .into_client_request()
-        .map_err(|e| format!("bad relay URL: {e}"))?;
+        .map_err(|e| DialError::Failed(format!("bad relay URL: {e}")))?;
     if let Some(token) = &config.token {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| "the token is not a valid header value".to_owned())?;
+            .map_err(|_| DialError::Refused("the token is not a valid header value".to_owned()))?;
         request.headers_mut().insert(header::AUTHORIZATION, value);
     }
     match tokio::time::timeout(
@@ -378,8 +409,16 @@ async fn dial(config: &ClientConfig) -> std::result::Result<Socket, String> {
     .await
     {
         Ok(Ok((socket, _response))) => Ok(socket),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {:?}", config.connect_timeout)),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response)))
+            if matches!(response.status().as_u16(), 401 | 403) =>
+        {
+            Err(DialError::Refused(format!("HTTP {}", response.status())))
+        }
+        Ok(Err(e)) => Err(DialError::Failed(e.to_string())),
+        Err(_) => Err(DialError::Failed(format!(
+            "no answer within {:?}",
+            config.connect_timeout
+        ))),
     }
 }
 

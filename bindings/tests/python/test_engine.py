@@ -345,9 +345,9 @@ def test_two_devices_sync_through_a_real_relay_and_read_the_conflict(tmp_path, r
     mentee.stop_sync()
 
 
-def test_a_refused_token_leaves_the_engine_offline(tmp_path, relay):
-    """The relay refuses a forged token at the upgrade. The client does not yet report why (see
-    bindings/README.md), so the app sees `Offline` rather than `AccessDenied`."""
+def test_a_refused_token_is_access_denied(tmp_path, relay):
+    """The relay refuses a forged token at the upgrade with 401: the app hears `AccessDenied`
+    (sign in again), not `Offline` (wait for the network)."""
     engine = tandem.Engine.open(
         str(tmp_path / "forged.db"),
         tandem.EngineConfig(
@@ -359,6 +359,6 @@ def test_a_refused_token_leaves_the_engine_offline(tmp_path, relay):
         ),
     )
     engine.start_sync()
-    with pytest.raises(tandem.ApiError.Offline):
-        asyncio.run(engine.sync_now(500))
+    with pytest.raises(tandem.ApiError.AccessDenied):
+        asyncio.run(engine.sync_now(10_000))
     engine.stop_sync()
