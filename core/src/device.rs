@@ -244,11 +244,35 @@ impl Device {
         let document = document_of(frame);
         self.engine.frame_received(connection, frame);
         self.pump();
-        if let Some(document) = document {
-            self.check_saved(document);
-            self.check_settled(document);
+        match document {
+            Some(document) => {
+                self.check_saved(document);
+                self.check_settled(document);
+            }
+            // A reconnect digest answer settles documents without a frame about any of them.
+            None if self.relay.is_some_and(|(relay, _)| relay == connection) => {
+                self.recheck_all();
+            }
+            None => {}
         }
         self.settle();
+    }
+
+    /// Checks "saved to server" for every document with unsaved changes and settles every
+    /// unsettled one.
+    fn recheck_all(&mut self) {
+        match self.repo.store().documents_with_unsaved_changes() {
+            Ok(unsaved) => {
+                for document in unsaved {
+                    self.check_saved(document);
+                }
+            }
+            Err(e) => tracing::warn!("reading the outbox failed: {e}"),
+        }
+        let unsettled: Vec<DocumentId> = self.unsettled.iter().copied().collect();
+        for document in unsettled {
+            self.check_settled(document);
+        }
     }
 
     /// The websocket closed or failed.
@@ -373,7 +397,8 @@ impl Device {
             Effect::DocumentUnavailable { document } => {
                 self.events.push(SyncEvent::Unavailable { document });
             }
-            Effect::EphemeralReceived { .. } => {}
+            // Only a relay is asked for its index.
+            Effect::EphemeralReceived { .. } | Effect::LoadPeerIndex { .. } => {}
             Effect::PeerJoined(peer) => {
                 if self.open.contains(&peer.connection) && self.relay.is_none() {
                     let stores = peer.durable_storage_id().is_some();

@@ -86,6 +86,7 @@
 mod access;
 mod config;
 mod connection;
+mod digest;
 mod document;
 mod effect;
 mod engine;
@@ -97,7 +98,7 @@ pub use config::{EngineConfig, Limits, Role};
 pub use connection::{ConnectionId, Direction};
 pub use effect::{ChangedPaths, Effect, PersistTicket};
 pub use engine::{StoredDocument, SyncEngine};
-pub use message::{Message, PROTOCOL_VERSION};
+pub use message::{DIGEST_MESSAGE_TYPE, DigestStep, Message, PROTOCOL_VERSION};
 pub use peer::{PeerId, PeerInfo, PeerMetadata, StorageId};
 
 pub(crate) use connection::Connection;

@@ -57,6 +57,11 @@ pub(crate) enum Command {
         tickets: Vec<PersistTicket>,
         ok: bool,
     },
+    /// The driver's read of a peer's index for the reconnect digest.
+    PeerIndex {
+        connection: ConnectionId,
+        index: crate::Result<Vec<(DocumentId, Vec<automerge::ChangeHash>)>>,
+    },
     /// The poller's tick: new accounts if an administrator changed something.
     Accounts(Option<Box<Accounts>>),
     Shutdown,
@@ -175,7 +180,8 @@ impl Relay {
         let storage_id = store.storage_id()?;
         let engine_config = EngineConfig::new(format!("tandem-relay-{storage_id}"), Role::Relay)
             .with_storage_id(StorageId::new(storage_id))
-            .with_limits(config.limits);
+            .with_limits(config.limits)
+            .with_reconnect_digest(true);
         let policy = RelayPolicy::default();
         let revision = {
             let mut state = policy.lock();
@@ -309,6 +315,14 @@ impl Hub {
                 self.engine.connection_closed(connection);
             }
             Command::Accounts(accounts) => self.refresh(accounts),
+            Command::PeerIndex { connection, index } => {
+                let index = index.unwrap_or_else(|e| {
+                    // Without the index every document the device holds counts as different.
+                    tracing::warn!(%connection, "reading a peer index failed: {e}");
+                    Vec::new()
+                });
+                self.engine.peer_index_loaded(connection, index);
+            }
             Command::Loaded { document, stored } => match stored {
                 Ok(stored) => {
                     if let Err(e) = self.engine.document_loaded(document, stored) {
@@ -412,6 +426,10 @@ impl Hub {
                     self.close(connection, &reason);
                 }
                 Effect::LoadDocument { document } => self.load(document),
+                Effect::LoadPeerIndex {
+                    connection,
+                    storage_id,
+                } => self.load_peer_index(connection, storage_id),
                 Effect::Persist {
                     ticket,
                     document,
@@ -451,6 +469,7 @@ impl Hub {
         bytes: Vec<u8>,
     ) -> NewChanges {
         let mut changes = NewChanges::new(document, bytes);
+        changes.heads = self.engine.persist_heads(ticket).map(<[_]>::to_vec);
         let mut state = self.policy.lock();
         match state.pending.get(&document) {
             Some(record) => {
@@ -479,6 +498,23 @@ impl Hub {
         changes.audit = audited;
         state.written = waiting;
         changes
+    }
+
+    fn load_peer_index(&self, connection: ConnectionId, storage_id: StorageId) {
+        let store = self.store.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let index = tokio::task::spawn_blocking(move || store.peer_index(storage_id.as_str()))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::Error::Io(std::io::Error::other(format!(
+                        "index task failed: {e}"
+                    ))))
+                });
+            let _ = commands
+                .send(Command::PeerIndex { connection, index })
+                .await;
+        });
     }
 
     fn load(&self, document: DocumentId) {

@@ -8,6 +8,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+use automerge::ChangeHash;
 use tandem_core::DocumentId;
 
 use crate::access::{DocumentRecord, Written};
@@ -26,6 +27,8 @@ pub struct NewChanges {
     pub audit: Vec<Written>,
     /// Actors bound to web devices on first use: (actor, device).
     pub bindings: Vec<(Vec<u8>, i64)>,
+    /// The document's heads once these changes are applied, recorded for the reconnect digest.
+    pub heads: Option<Vec<ChangeHash>>,
 }
 
 impl NewChanges {
@@ -37,6 +40,7 @@ impl NewChanges {
             record: None,
             audit: Vec::new(),
             bindings: Vec::new(),
+            heads: None,
         }
     }
 }
@@ -73,6 +77,10 @@ pub trait RelayStore: Send + Sync + 'static {
     fn load_sync_states(&self, document: DocumentId) -> Result<Vec<(String, Vec<u8>)>>;
 
     fn save_sync_states(&self, batch: &[SyncStateRecord]) -> Result<()>;
+
+    /// Every stored document with a sync state saved for `peer_storage_id`, at its committed
+    /// heads: what the relay's answer to that peer's reconnect digest is computed from.
+    fn peer_index(&self, peer_storage_id: &str) -> Result<Vec<(DocumentId, Vec<ChangeHash>)>>;
 
     /// This relay's storage id, made on first use and stable across restarts: peers key the sync
     /// states they keep for the relay by it.

@@ -676,7 +676,9 @@ fn carry_out(
                     reporter.event(Event::Unavailable(document));
                 }
                 Effect::PeerJoined(_) => reporter.event(Event::Joined),
-                Effect::EphemeralReceived { .. } | Effect::PeerLeft(_) => {}
+                Effect::EphemeralReceived { .. }
+                | Effect::PeerLeft(_)
+                | Effect::LoadPeerIndex { .. } => {}
             }
         }
     }

@@ -45,6 +45,10 @@ pub struct EngineConfig {
     /// The `sessionId` of the ephemeral messages this engine originates. The engine reads no
     /// randomness, so the driver picks it (a fresh random string per process).
     pub ephemeral_session_id: String,
+    /// Take part in the reconnect digest (advertised as `tandemDigest` in `peerMetadata`). On by
+    /// default for a device (it only starts one with a peer that advertised it); a relay turns it
+    /// on only if its driver answers [`Effect::LoadPeerIndex`](super::Effect::LoadPeerIndex).
+    pub reconnect_digest: bool,
 }
 
 impl EngineConfig {
@@ -56,6 +60,7 @@ impl EngineConfig {
             storage_id: None,
             role,
             limits: Limits::default(),
+            reconnect_digest: role == Role::Device,
         }
     }
 
@@ -69,10 +74,17 @@ impl EngineConfig {
         self
     }
 
+    /// Turns the reconnect digest on or off.
+    pub fn with_reconnect_digest(mut self, on: bool) -> Self {
+        self.reconnect_digest = on;
+        self
+    }
+
     pub(crate) fn metadata(&self) -> PeerMetadata {
         PeerMetadata {
             storage_id: self.storage_id.clone(),
             is_ephemeral: self.storage_id.is_none(),
+            digest: self.reconnect_digest,
         }
     }
 }

@@ -65,6 +65,13 @@ pub enum Effect {
         sender: PeerId,
         data: Vec<u8>,
     },
+    /// A relay with the reconnect digest on: read every document that has a sync state saved for
+    /// `storage_id` (the device on `connection`), with the heads storage holds committed, and
+    /// answer with [`SyncEngine::peer_index_loaded`](super::SyncEngine::peer_index_loaded).
+    LoadPeerIndex {
+        connection: ConnectionId,
+        storage_id: StorageId,
+    },
     PeerJoined(PeerInfo),
     PeerLeft(PeerInfo),
 }

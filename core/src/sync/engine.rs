@@ -1,15 +1,16 @@
 //! [`SyncEngine`]: the automerge-repo protocol as a state machine. Events go in as method calls;
 //! effects come out of [`SyncEngine::take_effects`]. No IO, no clock, no threads.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::PatchAction;
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, Prop};
 
+use super::digest::{self, DigestState, Held};
 use super::document::{HotDocument, PeerSession, PeerStatus, Queued};
-use super::message::{Message, PROTOCOL_VERSION};
+use super::message::{DigestStep, Message, PROTOCOL_VERSION};
 use super::{
     Access, AccessPolicy, AllowAll, ChangedPaths, Connection, ConnectionId, Direction, Effect,
     EngineConfig, PeerId, PeerInfo, PersistTicket, Role, StorageId,
@@ -39,6 +40,13 @@ pub struct SyncEngine {
     next_connection: u64,
     next_ticket: u64,
     effects: Vec<Effect>,
+    /// The reconnect digest exchange per connection (see `sync::digest`).
+    digests: BTreeMap<ConnectionId, DigestState>,
+    /// Relay: the documents a connection was found to hold at our heads, by the entry hash they
+    /// were equal at. Once one of them moves, the connection gets a session for it.
+    subscribed: HashMap<ConnectionId, HashMap<DocumentId, u128>>,
+    /// The document's heads right after the changes of each outstanding persist.
+    ticket_heads: HashMap<PersistTicket, Vec<ChangeHash>>,
     /// Makes the next received sync message panic inside automerge's place, so tests can reach
     /// the recovery path without a real automerge bug.
     #[cfg(test)]
@@ -73,6 +81,9 @@ impl SyncEngine {
             next_connection: 0,
             next_ticket: 0,
             effects: Vec::new(),
+            digests: BTreeMap::new(),
+            subscribed: HashMap::new(),
+            ticket_heads: HashMap::new(),
             #[cfg(test)]
             panic_on_next_receive: false,
         }
@@ -237,6 +248,7 @@ impl SyncEngine {
             }
             // Handled before we get here; listed so the match stays exhaustive.
             Message::Error { .. } => {}
+            Message::Digest { step, .. } => self.receive_digest(connection, step),
             // The JS repo logs and ignores message types it does not handle; so do we, which
             // keeps newer peers (remote-heads gossip, future types) connected.
             Message::Other { message_type } => {
@@ -249,15 +261,236 @@ impl SyncEngine {
         let connection = peer.connection;
         self.connections
             .insert(connection, Connection::Established(peer.clone()));
+        let use_digest = self.config.reconnect_digest && peer.metadata.digest;
         self.effects.push(Effect::PeerJoined(peer));
         if self.config.role == Role::Device {
-            // A device offers everything it holds, like an automerge-repo client.
+            // A device offers everything it holds, like an automerge-repo client; with a peer
+            // that answers digests, only what the digest cannot cover (documents without heads).
+            let mut held = BTreeMap::new();
             let ids: Vec<DocumentId> = self.documents.keys().copied().collect();
             for id in ids {
-                if self.documents.get(&id).is_some_and(|d| d.doc.is_some()) {
-                    self.offer(id, connection);
-                    self.flush(id);
+                let heads = match self.documents.get(&id).and_then(|d| d.doc.as_ref()) {
+                    Some(doc) => doc.get_heads(),
+                    None => continue,
+                };
+                if use_digest && !heads.is_empty() {
+                    if self.decide(connection, &id) != Access::None {
+                        let hash = digest::entry_hash(&id, &heads);
+                        held.insert(id, Held { heads, hash });
+                    }
+                    continue;
                 }
+                self.offer(id, connection);
+                self.flush(id);
+            }
+            if use_digest && !held.is_empty() {
+                let step = DigestStep::Offer {
+                    count: held.len() as u64,
+                    digest: digest::total(held.values().map(|h| &h.hash))
+                        .to_be_bytes()
+                        .to_vec(),
+                };
+                self.digests.insert(connection, DigestState::Offered(held));
+                self.send_digest(connection, step);
+            }
+        }
+    }
+
+    // ---- the reconnect digest ---------------------------------------------------------------
+
+    fn send_digest(&mut self, connection: ConnectionId, step: DigestStep) {
+        let Some(peer) = self.connections.get(&connection).and_then(Connection::peer) else {
+            return;
+        };
+        let message = Message::Digest {
+            sender_id: self.config.peer_id.clone(),
+            target_id: peer.peer_id.clone(),
+            step,
+        };
+        self.send(connection, &message);
+    }
+
+    fn receive_digest(&mut self, connection: ConnectionId, step: DigestStep) {
+        if !self.config.reconnect_digest {
+            // We never advertised it; a peer sending it anyway is ignored like any unknown type.
+            return;
+        }
+        match (self.config.role, step) {
+            (Role::Relay, DigestStep::Offer { count, digest }) => {
+                let Some(peer) = self.connections.get(&connection).and_then(Connection::peer)
+                else {
+                    return;
+                };
+                let storage_id = peer.durable_storage_id().cloned();
+                self.digests
+                    .insert(connection, DigestState::Loading { count, digest });
+                match storage_id {
+                    Some(storage_id) => self.effects.push(Effect::LoadPeerIndex {
+                        connection,
+                        storage_id,
+                    }),
+                    // Nothing is kept for a peer without storage: everything it holds differs.
+                    None => self.peer_index_loaded(connection, Vec::new()),
+                }
+            }
+            (Role::Relay, DigestStep::Entries(bytes)) => {
+                let Some(DigestState::Answered(ours)) = self.digests.remove(&connection) else {
+                    return;
+                };
+                let Some(entries) = digest::decode_entries(&bytes) else {
+                    return self.fail(connection, "malformed digest entries");
+                };
+                let mut differ = Vec::new();
+                let mut listed = HashSet::new();
+                let mut touched_buckets = HashSet::new();
+                let buckets = digest::bucket_count(ours.len().max(1));
+                for (document, hash) in entries {
+                    listed.insert(document);
+                    touched_buckets.insert(digest::bucket_of(&document, buckets));
+                    if ours.get(&document).map(|h| digest::short(*h)) != Some(hash) {
+                        differ.extend_from_slice(document.as_bytes());
+                    }
+                }
+                let differing: HashSet<DocumentId> = digest::decode_ids(&differ)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                // Equal: every document of ours in a bucket the device did not list (its bucket
+                // digest matched), and the listed ones whose hash matched.
+                let equal: HashMap<DocumentId, u128> = ours
+                    .into_iter()
+                    .filter(|(document, _)| {
+                        if listed.contains(document) {
+                            !differing.contains(document)
+                        } else {
+                            !touched_buckets.contains(&digest::bucket_of(document, buckets))
+                        }
+                    })
+                    .collect();
+                self.subscribed.insert(connection, equal);
+                self.digests.insert(connection, DigestState::Done);
+                self.send_digest(connection, DigestStep::Differ(differ));
+            }
+            (Role::Device, DigestStep::Match) => {
+                let Some(DigestState::Offered(held)) = self.digests.remove(&connection) else {
+                    return;
+                };
+                let agreed = held.into_iter().map(|(d, h)| (d, h.heads)).collect();
+                self.digests.insert(connection, DigestState::Agreed(agreed));
+            }
+            (Role::Device, DigestStep::Buckets(bytes)) => {
+                let Some(DigestState::Offered(held)) = self.digests.remove(&connection) else {
+                    return;
+                };
+                let Some(theirs) = digest::decode_buckets(&bytes) else {
+                    return self.fail(connection, "malformed digest buckets");
+                };
+                let entries = digest::differing_entries(&held, &theirs);
+                self.digests
+                    .insert(connection, DigestState::Narrowing(held));
+                self.send_digest(connection, DigestStep::Entries(entries));
+            }
+            (Role::Device, DigestStep::Differ(bytes)) => {
+                let Some(DigestState::Narrowing(held)) = self.digests.remove(&connection) else {
+                    return;
+                };
+                let Some(ids) = digest::decode_ids(&bytes) else {
+                    return self.fail(connection, "malformed digest answer");
+                };
+                let differing: HashSet<DocumentId> = ids.into_iter().collect();
+                let mut agreed = HashMap::new();
+                let mut to_sync = Vec::new();
+                for (document, held) in held {
+                    if differing.contains(&document) {
+                        to_sync.push(document);
+                    } else {
+                        agreed.insert(document, held.heads);
+                    }
+                }
+                self.digests.insert(connection, DigestState::Agreed(agreed));
+                for document in to_sync {
+                    if self
+                        .documents
+                        .get(&document)
+                        .is_some_and(|d| d.doc.is_some())
+                    {
+                        self.offer(document, connection);
+                        self.flush(document);
+                    }
+                }
+            }
+            (role, step) => {
+                tracing::debug!(%connection, ?role, ?step, "ignoring an unexpected digest step");
+            }
+        }
+    }
+
+    /// The driver's answer to [`Effect::LoadPeerIndex`]: the documents synced with the peer on
+    /// `connection` before, at the heads storage has committed. Documents the peer may not read
+    /// are left out, so the answer reveals nothing about them.
+    pub fn peer_index_loaded(
+        &mut self,
+        connection: ConnectionId,
+        index: Vec<(DocumentId, Vec<ChangeHash>)>,
+    ) {
+        let Some(DigestState::Loading { count, digest }) = self.digests.remove(&connection) else {
+            return;
+        };
+        let mut ours = HashMap::new();
+        for (document, stored_heads) in index {
+            if self.decide(connection, &document) == Access::None {
+                continue;
+            }
+            // A hot document with nothing waiting for a commit is exactly what storage holds,
+            // and may be newer than what the driver read.
+            let heads = match self.documents.get(&document) {
+                Some(hot) if hot.pending.is_empty() => match hot.doc.as_ref() {
+                    Some(doc) => doc.get_heads(),
+                    None => stored_heads,
+                },
+                _ => stored_heads,
+            };
+            if !heads.is_empty() {
+                ours.insert(document, digest::entry_hash(&document, &heads));
+            }
+        }
+        let total = digest::total(ours.values()).to_be_bytes();
+        if ours.len() as u64 == count && digest == total {
+            self.subscribed.insert(connection, ours);
+            self.digests.insert(connection, DigestState::Done);
+            self.send_digest(connection, DigestStep::Match);
+        } else {
+            let buckets = digest::bucket_count(ours.len().max(1));
+            let encoded = digest::encode_buckets(ours.iter(), buckets);
+            self.digests.insert(connection, DigestState::Answered(ours));
+            self.send_digest(connection, DigestStep::Buckets(encoded));
+        }
+    }
+
+    /// Relay: connections found holding the document at heads it has since moved from get a
+    /// session for it now.
+    fn open_subscribed(&mut self, document: DocumentId) {
+        if self.subscribed.is_empty() {
+            return;
+        }
+        let Some(heads) = self.heads(&document) else {
+            return;
+        };
+        let mut hash = None;
+        let mut moved = Vec::new();
+        for (connection, documents) in &mut self.subscribed {
+            if let Some(agreed) = documents.get(&document) {
+                let now = *hash.get_or_insert_with(|| digest::entry_hash(&document, &heads));
+                if now != *agreed {
+                    documents.remove(&document);
+                    moved.push(*connection);
+                }
+            }
+        }
+        for connection in moved {
+            let access = self.decide(connection, &document);
+            if access != Access::None {
+                self.ensure_session(document, connection, access);
             }
         }
     }
@@ -393,6 +626,7 @@ impl SyncEngine {
         if before != after {
             let changes = doc.save_after(&before);
             self.persist(document, changes, None);
+            self.offer_to_peers(document);
         }
         self.flush(document);
         Ok(result)
@@ -414,6 +648,7 @@ impl SyncEngine {
                 return Err(Error::malformed("automerge panicked on stored changes"));
             }
         }
+        self.offer_to_peers(document);
         self.flush(document);
         Ok(())
     }
@@ -421,6 +656,7 @@ impl SyncEngine {
     /// The driver committed the changes of [`Effect::Persist`] `ticket`. Held-back sync messages
     /// for that document go out once no persist for it is outstanding.
     pub fn persisted(&mut self, ticket: PersistTicket) {
+        self.ticket_heads.remove(&ticket);
         let Some(document) = self.tickets.remove(&ticket) else {
             return;
         };
@@ -438,6 +674,7 @@ impl SyncEngine {
     /// document holds changes storage does not, so it is dropped and reloaded from storage; peers
     /// resync and resend what was lost.
     pub fn persist_failed(&mut self, ticket: PersistTicket) {
+        self.ticket_heads.remove(&ticket);
         if let Some(document) = self.tickets.remove(&ticket) {
             self.reload_document(document);
         }
@@ -452,6 +689,12 @@ impl SyncEngine {
             }
             _ => false,
         }
+    }
+
+    /// The document's heads once the changes of an outstanding [`Effect::Persist`] are applied:
+    /// what storage holds once it commits them (and every persist before them).
+    pub fn persist_heads(&self, ticket: PersistTicket) -> Option<&[ChangeHash]> {
+        self.ticket_heads.get(&ticket).map(Vec::as_slice)
     }
 
     /// A hot document, if loaded.
@@ -471,8 +714,14 @@ impl SyncEngine {
         document: &DocumentId,
         connection: ConnectionId,
     ) -> Option<Vec<ChangeHash>> {
-        let session = self.documents.get(document)?.sessions.get(&connection)?;
-        session.state.their_heads.clone()
+        let hot = self.documents.get(document)?;
+        match hot.sessions.get(&connection) {
+            Some(session) => session.state.their_heads.clone(),
+            None => match self.digests.get(&connection) {
+                Some(DigestState::Agreed(agreed)) => agreed.get(document).cloned(),
+                _ => None,
+            },
+        }
     }
 
     /// Whether the exchange about the document with `connection` has settled: nothing is loading,
@@ -489,7 +738,20 @@ impl SyncEngine {
             return false;
         }
         let Some(session) = hot.sessions.get(&connection) else {
-            return true;
+            // Without a session, the digest exchange says whether the peer holds our heads.
+            return match self.digests.get(&connection) {
+                Some(DigestState::Offered(held) | DigestState::Narrowing(held)) => {
+                    !held.contains_key(document)
+                }
+                Some(DigestState::Agreed(agreed)) => agreed.get(document).is_none_or(|heads| {
+                    let mut ours = doc.get_heads();
+                    ours.sort();
+                    let mut theirs = heads.clone();
+                    theirs.sort();
+                    ours == theirs
+                }),
+                _ => true,
+            };
         };
         if session.status == PeerStatus::Unavailable {
             return true;
@@ -782,6 +1044,12 @@ impl SyncEngine {
         if hot.doc.is_none() || !hot.pending.is_empty() {
             return;
         }
+        if self.config.role == Role::Relay {
+            self.open_subscribed(document);
+        }
+        let Some(hot) = self.documents.get(&document) else {
+            return;
+        };
         let connections: Vec<ConnectionId> = hot.sessions.keys().copied().collect();
         for connection in connections {
             // The one place access is decided for outgoing messages: a revoked peer stops
@@ -868,6 +1136,9 @@ impl SyncEngine {
         let ticket = PersistTicket(self.next_ticket);
         if let Some(hot) = self.documents.get_mut(&document) {
             hot.pending.insert(ticket, paths);
+            if let Some(doc) = hot.doc.as_ref() {
+                self.ticket_heads.insert(ticket, doc.get_heads());
+            }
         }
         self.tickets.insert(ticket, document);
         self.effects.push(Effect::Persist {
@@ -904,6 +1175,18 @@ impl SyncEngine {
             .and_then(|hot| hot.sessions.get_mut(&connection))
         {
             *session = PeerSession::restarted(None, access);
+        }
+    }
+
+    /// A device offers a document that changed to every peer: one found equal by the digest has
+    /// no session for it yet.
+    fn offer_to_peers(&mut self, document: DocumentId) {
+        if self.config.role != Role::Device {
+            return;
+        }
+        let connections: Vec<ConnectionId> = self.peers().map(|p| p.connection).collect();
+        for connection in connections {
+            self.offer(document, connection);
         }
     }
 
@@ -995,6 +1278,8 @@ impl SyncEngine {
         let Some(state) = self.connections.remove(&connection) else {
             return;
         };
+        self.digests.remove(&connection);
+        self.subscribed.remove(&connection);
         let mut touched = Vec::new();
         for (id, hot) in &mut self.documents {
             if hot.sessions.remove(&connection).is_some() {

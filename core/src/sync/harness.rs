@@ -21,6 +21,22 @@ pub(crate) struct MemoryStorage {
 }
 
 impl MemoryStorage {
+    /// Every stored document with a sync state saved for `storage_id`, at its stored heads.
+    pub(crate) fn peer_index(
+        &self,
+        storage_id: &StorageId,
+    ) -> Vec<(DocumentId, Vec<automerge::ChangeHash>)> {
+        self.sync_states
+            .keys()
+            .filter(|(_, s)| s == storage_id)
+            .filter_map(|(document, _)| {
+                let bytes = self.documents.get(document)?;
+                let doc = automerge::Automerge::load(bytes).ok()?;
+                Some((*document, doc.get_heads()))
+            })
+            .collect()
+    }
+
     fn load(&self, document: DocumentId) -> StoredDocument {
         StoredDocument {
             bytes: self.documents.get(&document).cloned(),
@@ -249,6 +265,14 @@ impl Harness {
                     .storage
                     .sync_states
                     .insert((document, storage_id), state);
+            }
+            Effect::LoadPeerIndex {
+                connection,
+                storage_id,
+            } => {
+                let n = &mut self.nodes[node];
+                let index = n.storage.peer_index(&storage_id);
+                n.engine.peer_index_loaded(connection, index);
             }
             other => self.nodes[node].events.push(other),
         }

@@ -77,9 +77,49 @@ pub enum Message {
         target_id: Option<PeerId>,
         message: String,
     },
+    /// Tandem's reconnect digest exchange (type `tandem-digest`, see [`DigestStep`]). Sent only
+    /// to peers that advertised `tandemDigest` in their `peerMetadata`; automerge-repo peers never
+    /// see it (and would ignore it).
+    Digest {
+        sender_id: PeerId,
+        target_id: PeerId,
+        step: DigestStep,
+    },
     /// A well-formed message of a type this engine does not act on.
     Other { message_type: String },
 }
+
+/// The steps of the reconnect digest exchange. Every digest is over (document id, sorted heads)
+/// of the documents one side shares with the other (see `sync::digest`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum DigestStep {
+    /// Device to relay: how many documents it holds and the XOR of their 16-byte hashes.
+    Offer { count: u64, digest: Vec<u8> },
+    /// Relay to device: the same digest; nothing differs.
+    Match,
+    /// Relay to device: its digests per bucket (8 bytes each; the bucket count is a power of two,
+    /// a document's bucket is the top bits of its id's first two bytes).
+    Buckets(Vec<u8>),
+    /// Device to relay: (16-byte document id, 8-byte hash) of its documents in differing buckets.
+    Entries(Vec<u8>),
+    /// Relay to device: the 16-byte ids of the listed documents that differ; they sync as usual.
+    Differ(Vec<u8>),
+}
+
+impl DigestStep {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Offer { .. } => "offer",
+            Self::Match => "match",
+            Self::Buckets(_) => "buckets",
+            Self::Entries(_) => "entries",
+            Self::Differ(_) => "differ",
+        }
+    }
+}
+
+/// The message type of [`Message::Digest`].
+pub const DIGEST_MESSAGE_TYPE: &str = "tandem-digest";
 
 impl Message {
     /// The protocol's name for this message's type.
@@ -93,6 +133,7 @@ impl Message {
             Self::DocUnavailable { .. } => "doc-unavailable",
             Self::Ephemeral { .. } => "ephemeral",
             Self::Error { .. } => "error",
+            Self::Digest { .. } => DIGEST_MESSAGE_TYPE,
             Self::Other { message_type } => message_type,
         }
     }
@@ -195,6 +236,25 @@ impl Message {
                     map.text("targetId", target_id.as_str());
                 }
             }
+            Self::Digest {
+                sender_id,
+                target_id,
+                step,
+            } => {
+                map.text("senderId", sender_id.as_str());
+                map.text("targetId", target_id.as_str());
+                map.text("step", step.name());
+                match step {
+                    DigestStep::Offer { count, digest } => {
+                        map.value("count", Value::Integer((*count).into()));
+                        map.value("data", Value::Bytes(digest.clone()));
+                    }
+                    DigestStep::Match => {}
+                    DigestStep::Buckets(data)
+                    | DigestStep::Entries(data)
+                    | DigestStep::Differ(data) => map.value("data", Value::Bytes(data.clone())),
+                }
+            }
             Self::Other { .. } => {}
         }
         let mut bytes = Vec::new();
@@ -265,6 +325,24 @@ impl Message {
                 target_id: fields.optional_text("targetId")?.map(PeerId::from),
                 message: fields.optional_text("message")?.unwrap_or_default(),
             },
+            DIGEST_MESSAGE_TYPE => {
+                let step = match fields.required_text("step")?.as_str() {
+                    "offer" => DigestStep::Offer {
+                        count: fields.count()?,
+                        digest: fields.bytes("data")?,
+                    },
+                    "match" => DigestStep::Match,
+                    "buckets" => DigestStep::Buckets(fields.bytes("data")?),
+                    "entries" => DigestStep::Entries(fields.bytes("data")?),
+                    "differ" => DigestStep::Differ(fields.bytes("data")?),
+                    other => return Err(Error::protocol(format!("unknown digest step `{other}`"))),
+                };
+                Self::Digest {
+                    sender_id: fields.peer_id("senderId")?,
+                    target_id: fields.peer_id("targetId")?,
+                    step,
+                }
+            }
             _ => Self::Other { message_type },
         };
         Ok(message)
@@ -291,6 +369,10 @@ fn encode_metadata(metadata: &PeerMetadata) -> Value {
         map.text("storageId", storage_id.as_str());
     }
     map.value("isEphemeral", Value::Bool(metadata.is_ephemeral));
+    if metadata.digest {
+        // Tandem's reconnect digest; automerge-repo peers ignore unknown metadata keys.
+        map.value("tandemDigest", Value::Integer(1.into()));
+    }
     Value::Map(map.0)
 }
 
@@ -381,6 +463,7 @@ impl Fields {
         Ok(Some(PeerMetadata {
             storage_id: fields.optional_text("storageId")?.map(StorageId::from),
             is_ephemeral,
+            digest: matches!(fields.get("tandemDigest"), Some(Value::Integer(n)) if i128::from(*n) == 1),
         }))
     }
 }
@@ -434,6 +517,7 @@ mod tests {
             sender_id: "alice".into(),
             supported_protocol_versions: vec!["1".into()],
             metadata: Some(PeerMetadata {
+                digest: false,
                 storage_id: Some("st".into()),
                 is_ephemeral: false,
             }),
@@ -464,6 +548,7 @@ mod tests {
             selected_protocol_version: "1".into(),
             target_id: "alice".into(),
             metadata: Some(PeerMetadata {
+                digest: false,
                 storage_id: None,
                 is_ephemeral: true,
             }),
@@ -586,6 +671,7 @@ mod tests {
                     sender_id: "a".into(),
                     supported_protocol_versions: vec!["1".into()],
                     metadata: Some(PeerMetadata {
+                        digest: false,
                         storage_id: None,
                         is_ephemeral: true
                     }),

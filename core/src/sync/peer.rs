@@ -58,6 +58,10 @@ pub struct PeerMetadata {
     /// The peer does not expect to come back with this storage id, so its sync state is not worth
     /// saving.
     pub is_ephemeral: bool,
+    /// Tandem's reconnect digest (`tandemDigest: 1`): a device that sees it on the relay starts
+    /// a reconnect with one digest instead of offering every document; a relay that sees it
+    /// answers digests. Plain automerge-repo peers do not send it.
+    pub digest: bool,
 }
 
 /// A peer as the engine knows it once the handshake is done. This is what an

@@ -654,3 +654,262 @@ fn the_relay_tells_a_device_its_heads_after_a_commit_it_held_back() {
     );
     assert!(h.engine(a).in_sync_with(&doc, on_device));
 }
+
+// ---- the reconnect digest ---------------------------------------------------------------------
+
+fn digest_relay() -> EngineConfig {
+    relay().with_reconnect_digest(true)
+}
+
+/// Digest messages `node` sent from index `from` on.
+fn digest_steps(h: &Harness, node: usize, from: usize) -> Vec<super::DigestStep> {
+    h.nodes[node].sent[from..]
+        .iter()
+        .filter_map(|(_, m, _)| match m {
+            Message::Digest { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sync and request frames `node` sent from `from` on, about any document.
+fn any_doc_frames(h: &Harness, node: usize, from: usize) -> Vec<DocumentId> {
+    h.nodes[node].sent[from..]
+        .iter()
+        .filter_map(|(_, m, _)| match m {
+            Message::Sync { document_id, .. } | Message::Request { document_id, .. } => {
+                Some(*document_id)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A relay and device `a` that synced `n` documents, then disconnected.
+fn synced_then_apart(n: usize) -> (Harness, usize, usize, Vec<DocumentId>) {
+    let mut h = Harness::default();
+    let r = h.add(digest_relay());
+    let a = h.add(device("a"));
+    let docs: Vec<DocumentId> = (0..n).map(|_| DocumentId::random()).collect();
+    for (i, doc) in docs.iter().enumerate() {
+        h.engine(a)
+            .create_document(*doc, |d| put(d, "title", &format!("plan {i}")))
+            .unwrap();
+    }
+    let (on_a, _) = h.connect(a, r);
+    h.run_until_quiet();
+    for doc in &docs {
+        assert_eq!(h.engine(a).heads(doc), h.engine(r).heads(doc));
+    }
+    h.drop_link(a, on_a);
+    h.run_until_quiet();
+    (h, r, a, docs)
+}
+
+#[test]
+fn an_unchanged_reconnect_is_one_digest_exchange_and_no_document_syncs() {
+    let (mut h, r, a, docs) = synced_then_apart(300);
+    let (a_from, r_from) = (h.nodes[a].sent.len(), h.nodes[r].sent.len());
+    let (on_a, _) = h.connect(a, r);
+    h.run_until_quiet();
+    assert!(any_doc_frames(&h, a, a_from).is_empty());
+    assert!(any_doc_frames(&h, r, r_from).is_empty());
+    assert!(matches!(
+        digest_steps(&h, a, a_from).as_slice(),
+        [super::DigestStep::Offer { count: 300, .. }]
+    ));
+    assert_eq!(digest_steps(&h, r, r_from), vec![super::DigestStep::Match]);
+    let bytes: usize = [(a, a_from), (r, r_from)]
+        .iter()
+        .flat_map(|(n, from)| h.nodes[*n].sent[*from..].iter())
+        .map(|(_, _, len)| *len)
+        .sum();
+    assert!(bytes < 1024, "the whole reconnect took {bytes} bytes");
+    // The device counts every document as held by the relay, and later edits still sync.
+    for doc in &docs {
+        assert!(h.engine(a).in_sync_with(doc, on_a));
+        assert_eq!(h.engine(a).peer_heads(doc, on_a), h.engine(a).heads(doc));
+    }
+    h.engine(a)
+        .local_change(docs[7], |d| put(d, "title", "renamed"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, r, docs[7], "title").as_deref(), Some("renamed"));
+}
+
+#[test]
+fn a_digest_mismatch_syncs_exactly_the_differing_documents() {
+    let (mut h, r, a, docs) = synced_then_apart(300);
+    // While `a` is away: it edits three documents, and another device edits two others.
+    for doc in &docs[..3] {
+        h.engine(a)
+            .local_change(*doc, |d| put(d, "offline", "a"))
+            .unwrap();
+    }
+    let b = h.add(device("b"));
+    let (on_b, _) = h.connect(b, r);
+    for doc in &docs[10..12] {
+        h.engine(b).open_document(*doc);
+    }
+    h.run_until_quiet();
+    for doc in &docs[10..12] {
+        h.engine(b)
+            .local_change(*doc, |d| put(d, "remote", "b"))
+            .unwrap();
+    }
+    h.run_until_quiet();
+    h.drop_link(b, on_b);
+    h.run_until_quiet();
+
+    let (a_from, r_from) = (h.nodes[a].sent.len(), h.nodes[r].sent.len());
+    h.connect(a, r);
+    h.run_until_quiet();
+    let changed: Vec<DocumentId> = docs[..3].iter().chain(&docs[10..12]).copied().collect();
+    let mut synced = any_doc_frames(&h, a, a_from);
+    synced.extend(any_doc_frames(&h, r, r_from));
+    synced.sort();
+    synced.dedup();
+    let mut expected = changed.clone();
+    expected.sort();
+    assert_eq!(
+        synced, expected,
+        "only the changed documents ran the sync protocol"
+    );
+    for doc in &docs {
+        assert_eq!(h.engine(a).heads(doc), h.engine(r).heads(doc));
+    }
+    for doc in &docs[..3] {
+        assert_eq!(get(&mut h, r, *doc, "offline").as_deref(), Some("a"));
+    }
+    for doc in &docs[10..12] {
+        assert_eq!(get(&mut h, a, *doc, "remote").as_deref(), Some("b"));
+    }
+}
+
+#[test]
+fn a_change_on_the_relay_after_an_agreed_reconnect_still_reaches_the_device() {
+    let (mut h, r, a, docs) = synced_then_apart(40);
+    h.connect(a, r);
+    h.run_until_quiet();
+    let b = h.add(device("b"));
+    h.connect(b, r);
+    h.engine(b).open_document(docs[5]);
+    h.run_until_quiet();
+    h.engine(b)
+        .local_change(docs[5], |d| put(d, "live", "yes"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, a, docs[5], "live").as_deref(), Some("yes"));
+}
+
+#[test]
+fn a_peer_without_the_digest_flag_syncs_every_document_as_before() {
+    let (h, r, _, docs) = synced_then_apart(20);
+    let mut storage = h.nodes[1].storage.clone();
+    storage.persists = 0;
+    let mut h2 = Harness::default();
+    let r2 = h2.add_engine(SyncEngine::new(digest_relay()), h.nodes[r].storage.clone());
+    let plain = h2.add_engine(
+        SyncEngine::new(device("a").with_reconnect_digest(false)),
+        storage,
+    );
+    for doc in &docs {
+        h2.engine(plain).open_document(*doc);
+    }
+    h2.run_until_quiet();
+    h2.connect(plain, r2);
+    h2.run_until_quiet();
+    assert!(digest_steps(&h2, plain, 0).is_empty());
+    assert!(digest_steps(&h2, r2, 0).is_empty());
+    assert_eq!(
+        any_doc_frames(&h2, plain, 0).len(),
+        20,
+        "one offer per document"
+    );
+    h2.engine(plain)
+        .local_change(docs[0], |d| put(d, "k", "v"))
+        .unwrap();
+    h2.run_until_quiet();
+    assert_eq!(get(&mut h2, r2, docs[0], "k").as_deref(), Some("v"));
+}
+
+/// Denies `secret` to everyone once `revoked` is set.
+struct Revocable {
+    secret: DocumentId,
+    revoked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AccessPolicy for Revocable {
+    fn access(&self, _peer: &PeerInfo, document: &DocumentId) -> Access {
+        if *document == self.secret && self.revoked.load(std::sync::atomic::Ordering::SeqCst) {
+            Access::None
+        } else {
+            Access::ReadWrite
+        }
+    }
+}
+
+#[test]
+fn the_digest_covers_only_documents_the_peer_may_read() {
+    let revoked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let secret = DocumentId::random();
+    let open = DocumentId::random();
+    let mut h = Harness::default();
+    let r = h.add_with_policy(
+        digest_relay(),
+        Box::new(Revocable {
+            secret,
+            revoked: revoked.clone(),
+        }),
+    );
+    let a = h.add(device("a"));
+    h.engine(a)
+        .create_document(secret, |d| put(d, "k", "1"))
+        .unwrap();
+    h.engine(a)
+        .create_document(open, |d| put(d, "k", "1"))
+        .unwrap();
+    let (on_a, _) = h.connect(a, r);
+    h.run_until_quiet();
+    h.drop_link(a, on_a);
+    h.run_until_quiet();
+    revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // The relay has synced both with `a`, but `a` may no longer read `secret`. A device holding
+    // only `open` gets a match: `secret` is not part of the relay's digest.
+    let mut only_open = h.nodes[a].storage.clone();
+    only_open.documents.remove(&secret);
+    let mut h2 = Harness::default();
+    let r2 = h2.add_engine(
+        SyncEngine::with_policy(
+            digest_relay(),
+            Box::new(Revocable {
+                secret,
+                revoked: revoked.clone(),
+            }),
+        ),
+        h.nodes[r].storage.clone(),
+    );
+    let a2 = h2.add_engine(SyncEngine::new(device("a")), only_open);
+    h2.engine(a2).open_document(open);
+    h2.run_until_quiet();
+    h2.connect(a2, r2);
+    h2.run_until_quiet();
+    assert_eq!(digest_steps(&h2, r2, 0), vec![super::DigestStep::Match]);
+    assert!(any_doc_frames(&h2, r2, 0).is_empty());
+
+    // A device holding both learns nothing new about `secret`: it differs, and syncing it is
+    // refused as for an absent document.
+    h.engine(r).local_change(secret, |_| ()).ok();
+    let a_from = h.nodes[a].sent.len();
+    let r_from = h.nodes[r].sent.len();
+    h.connect(a, r);
+    h.run_until_quiet();
+    assert!(matches!(
+        digest_steps(&h, r, r_from).as_slice(),
+        [super::DigestStep::Buckets(_), super::DigestStep::Differ(_)]
+    ));
+    assert!(!any_doc_frames(&h, r, r_from).contains(&secret));
+    assert!(unavailable_sent(&h, r, secret));
+    assert_eq!(any_doc_frames(&h, a, a_from), vec![secret]);
+}

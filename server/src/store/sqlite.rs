@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use automerge::ChangeHash;
 use rusqlite::{Connection, OptionalExtension, params};
 use tandem_core::DocumentId;
 
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_documents.sql"),
     include_str!("../../migrations/002_accounts.sql"),
+    include_str!("../../migrations/003_heads.sql"),
 ];
 
 /// The relay's SQLite database. One connection behind a mutex: SQLite has one writer anyway, and
@@ -74,6 +76,20 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+fn decode_heads(bytes: &[u8]) -> Option<Vec<ChangeHash>> {
+    if !bytes.len().is_multiple_of(32) {
+        return None;
+    }
+    bytes
+        .chunks_exact(32)
+        .map(|c| ChangeHash::try_from(c).ok())
+        .collect()
+}
+
 fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -126,6 +142,8 @@ impl RelayStore for SqliteStore {
                 "INSERT INTO audit (document, user_id, device, changes, hashes, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut set_heads =
+                tx.prepare_cached("UPDATE documents SET heads = ?2 WHERE id = ?1")?;
             let mut bind = tx.prepare_cached(
                 "INSERT INTO device_actors (actor, device, bound_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT DO NOTHING",
@@ -144,6 +162,9 @@ impl RelayStore for SqliteStore {
                     ])?;
                 }
                 add_chunk.execute(params![id, changes.bytes, now])?;
+                if let Some(heads) = &changes.heads {
+                    set_heads.execute(params![id, encode_heads(heads)])?;
+                }
                 for written in &changes.audit {
                     let hashes: Vec<String> =
                         written.hashes.iter().map(|h| h.to_string()).collect();
@@ -163,6 +184,46 @@ impl RelayStore for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn peer_index(&self, peer_storage_id: &str) -> Result<Vec<(DocumentId, Vec<ChangeHash>)>> {
+        let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
+            let conn = self.conn();
+            let mut query = conn.prepare_cached(
+                "SELECT d.id, d.heads FROM sync_states s JOIN documents d ON d.id = s.document
+                 WHERE s.peer_storage_id = ?1",
+            )?;
+            query
+                .query_map([peer_storage_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let mut index = Vec::with_capacity(rows.len());
+        for (id, heads) in rows {
+            let Ok(document) = DocumentId::from_slice(&id) else {
+                continue;
+            };
+            let heads = match heads.as_deref().and_then(decode_heads) {
+                Some(heads) => heads,
+                // Stored before heads were recorded: read them once from the document.
+                None => {
+                    let Some(chunks) = self.load_document(document)? else {
+                        continue;
+                    };
+                    let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.bytes).collect();
+                    let Ok(doc) = automerge::Automerge::load(&bytes) else {
+                        continue;
+                    };
+                    let heads = doc.get_heads();
+                    self.conn().execute(
+                        "UPDATE documents SET heads = ?2 WHERE id = ?1 AND heads IS NULL",
+                        params![&id, encode_heads(&heads)],
+                    )?;
+                    heads
+                }
+            };
+            index.push((document, heads));
+        }
+        Ok(index)
     }
 
     fn compact(&self, document: DocumentId, snapshot: &[u8], folded_up_to: i64) -> Result<()> {

@@ -1,0 +1,193 @@
+//! The reconnect digest: one hash per (document id, sorted heads), XORed into a digest per peer
+//! pair, so that one exchange tells whether anything changed while a device was away.
+//!
+//! The exchange (message type `tandem-digest`, only between peers that both advertised
+//! `tandemDigest` in `peerMetadata`):
+//! 1. the device sends `offer` {count, digest} over the documents it holds, instead of offering
+//!    each of them;
+//! 2. the relay computes the same over the documents it has synced with that device's storage id
+//!    (and that the device may read, at the heads it has committed) and answers `match`, or its
+//!    `buckets` (one 8-byte digest per bucket of document ids);
+//! 3. on buckets, the device sends `entries` (id, 8-byte hash) of its documents in the buckets
+//!    that differ, and the relay answers `differ` with the listed documents whose hash it does
+//!    not share. Only those documents run the automerge sync protocol.
+//!
+//! Documents found equal need no session: the relay subscribes the connection to them (it opens
+//! a session as soon as one of them moves), and the device counts the relay as holding its heads.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use automerge::ChangeHash;
+use sha2::{Digest, Sha256};
+
+use crate::ids::DocumentId;
+
+/// The bytes of a document id in the exchange.
+pub(crate) const ID_BYTES: usize = 16;
+/// The bytes of one bucket digest, and of one entry's hash.
+pub(crate) const HASH_BYTES: usize = 8;
+/// Most buckets the relay uses (8 KiB of bucket digests).
+const MAX_BUCKETS: usize = 1024;
+
+/// The hash of one document at some heads.
+pub(crate) fn entry_hash(document: &DocumentId, heads: &[ChangeHash]) -> u128 {
+    let mut sorted = heads.to_vec();
+    sorted.sort();
+    let mut hasher = Sha256::new();
+    hasher.update(b"tandem-digest-1");
+    hasher.update(document.as_bytes());
+    for head in &sorted {
+        hasher.update(head.0);
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(bytes)
+}
+
+/// The short form of an entry's hash, used per bucket and in `entries`.
+pub(crate) fn short(hash: u128) -> u64 {
+    (hash >> 64) as u64
+}
+
+/// XOR of all entry hashes.
+pub(crate) fn total<'a>(hashes: impl Iterator<Item = &'a u128>) -> u128 {
+    hashes.fold(0, |acc, h| acc ^ h)
+}
+
+/// How many buckets the relay splits `count` documents into: about eight per bucket.
+pub(crate) fn bucket_count(count: usize) -> usize {
+    (count / 8).next_power_of_two().clamp(1, MAX_BUCKETS)
+}
+
+pub(crate) fn bucket_of(document: &DocumentId, buckets: usize) -> usize {
+    let bytes = document.as_bytes();
+    let top = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
+    let bits = buckets.trailing_zeros();
+    if bits == 0 { 0 } else { top >> (16 - bits) }
+}
+
+/// The bucket digests of a set of entries, `buckets` of them, encoded.
+pub(crate) fn encode_buckets<'a>(
+    entries: impl Iterator<Item = (&'a DocumentId, &'a u128)>,
+    buckets: usize,
+) -> Vec<u8> {
+    let mut digests = vec![0u64; buckets];
+    for (document, hash) in entries {
+        digests[bucket_of(document, buckets)] ^= short(*hash);
+    }
+    digests.iter().flat_map(|d| d.to_be_bytes()).collect()
+}
+
+/// Decodes bucket digests; `None` unless a power of two of them, at most [`MAX_BUCKETS`].
+pub(crate) fn decode_buckets(bytes: &[u8]) -> Option<Vec<u64>> {
+    if !bytes.len().is_multiple_of(HASH_BYTES) {
+        return None;
+    }
+    let count = bytes.len() / HASH_BYTES;
+    if !count.is_power_of_two() || count > MAX_BUCKETS {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(HASH_BYTES)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
+            .collect(),
+    )
+}
+
+/// The entries (id, short hash) of the documents whose bucket digest differs from `theirs`.
+pub(crate) fn differing_entries(ours: &BTreeMap<DocumentId, Held>, theirs: &[u64]) -> Vec<u8> {
+    let buckets = theirs.len();
+    let mine = decode_buckets(&encode_buckets(
+        ours.iter().map(|(d, held)| (d, &held.hash)),
+        buckets,
+    ))
+    .unwrap_or_default();
+    let differing: HashSet<usize> = (0..buckets).filter(|b| mine[*b] != theirs[*b]).collect();
+    let mut out = Vec::new();
+    for (document, held) in ours {
+        if differing.contains(&bucket_of(document, buckets)) {
+            out.extend_from_slice(document.as_bytes());
+            out.extend_from_slice(&short(held.hash).to_be_bytes());
+        }
+    }
+    out
+}
+
+/// Parses `entries`; `None` if malformed.
+pub(crate) fn decode_entries(bytes: &[u8]) -> Option<Vec<(DocumentId, u64)>> {
+    const ENTRY: usize = ID_BYTES + HASH_BYTES;
+    if !bytes.len().is_multiple_of(ENTRY) {
+        return None;
+    }
+    bytes
+        .chunks_exact(ENTRY)
+        .map(|c| {
+            let document = DocumentId::from_slice(&c[..ID_BYTES]).ok()?;
+            let hash = u64::from_be_bytes(c[ID_BYTES..].try_into().ok()?);
+            Some((document, hash))
+        })
+        .collect()
+}
+
+/// Parses a list of document ids; `None` if malformed.
+pub(crate) fn decode_ids(bytes: &[u8]) -> Option<Vec<DocumentId>> {
+    if !bytes.len().is_multiple_of(ID_BYTES) {
+        return None;
+    }
+    bytes
+        .chunks_exact(ID_BYTES)
+        .map(|c| DocumentId::from_slice(c).ok())
+        .collect()
+}
+
+/// A document as the device held it when it sent its digest.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub(crate) heads: Vec<ChangeHash>,
+    pub(crate) hash: u128,
+}
+
+/// Where one connection is in the exchange.
+#[derive(Debug)]
+pub(crate) enum DigestState {
+    /// Device: `offer` sent; the documents it covered.
+    Offered(BTreeMap<DocumentId, Held>),
+    /// Device: `entries` sent.
+    Narrowing(BTreeMap<DocumentId, Held>),
+    /// Device: done; documents found equal, at the heads they were equal at.
+    Agreed(HashMap<DocumentId, Vec<ChangeHash>>),
+    /// Relay: the device's `offer`, waiting for the driver's index.
+    Loading { count: u64, digest: Vec<u8> },
+    /// Relay: buckets sent; its entries, to compare the device's with.
+    Answered(HashMap<DocumentId, u128>),
+    /// Relay: the exchange is over.
+    Done,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_do_not_depend_on_head_order_and_buckets_round_trip() {
+        let doc = DocumentId::from_bytes([0xab; 16]);
+        let a = ChangeHash([1; 32]);
+        let b = ChangeHash([2; 32]);
+        assert_eq!(entry_hash(&doc, &[a, b]), entry_hash(&doc, &[b, a]));
+        assert_ne!(entry_hash(&doc, &[a]), entry_hash(&doc, &[a, b]));
+        assert_eq!(bucket_count(10_000), 1024);
+        assert_eq!(bucket_count(3), 1);
+        assert_eq!(bucket_of(&doc, 1), 0);
+        assert_eq!(bucket_of(&doc, 256), 0xab);
+        let hash = entry_hash(&doc, &[a]);
+        let encoded = encode_buckets([(&doc, &hash)].into_iter(), 4);
+        assert_eq!(decode_buckets(&encoded).unwrap().len(), 4);
+        assert!(
+            decode_buckets(&encoded[..24]).is_none(),
+            "3 is no power of two"
+        );
+    }
+}
