@@ -65,6 +65,25 @@ fn main() -> anyhow::Result<()> {
 /// Without arguments (`cargo bench` of every bench): each path a few times on the wall clock, so
 /// the binary is exercised; the figures that count come from `scripts/bench-instructions.sh`.
 fn smoke() -> anyhow::Result<()> {
+    let recording = record_sync(3)?;
+    for (round, frames) in recording.rounds.iter().enumerate() {
+        let described: Vec<String> = frames
+            .iter()
+            .map(|f| match Message::decode(f) {
+                Ok(Message::Sync { data, .. }) => {
+                    let changes =
+                        automerge::sync::Message::decode(&data).map_or(0, |m| m.changes.len());
+                    format!("sync {} B ({changes} changes)", f.len())
+                }
+                Ok(other) => format!("{} {} B", other.message_type(), f.len()),
+                Err(e) => format!("undecodable: {e}"),
+            })
+            .collect();
+        println!(
+            "sync round {round}: the device sent {}",
+            described.join(", ")
+        );
+    }
     for path in PATHS {
         let n = 200;
         let began = Instant::now();

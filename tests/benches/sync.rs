@@ -50,6 +50,20 @@ struct Sizes {
     subscribers: usize,
     latency_documents: usize,
     rounds: usize,
+    /// Workload 4: documents, each with one writer and one subscriber (2 devices per document).
+    fanout_documents: usize,
+    /// Workload 4: writes per document, each writer writing once a second, staggered.
+    fanout_rounds: usize,
+    /// Workload 5: idle connections held open at once.
+    idle_connections: usize,
+    /// Workload 5: documents one connected client keeps hot on the server.
+    hot_documents: usize,
+    /// Workload 6: writers, one document each, each writing as fast as the server acknowledges.
+    ingest_writers: usize,
+    /// Workload 6: how long the writers write.
+    ingest_duration: Duration,
+    /// Which workloads run (1 to 6).
+    workloads: Vec<usize>,
     /// Per-workload limit; a server that has not finished by then fails the workload.
     timeout: Duration,
     servers: Vec<ServerKind>,
@@ -75,11 +89,31 @@ impl Sizes {
             subscribers: number("TANDEM_BENCH_SUBSCRIBERS", 500)?,
             latency_documents: number("TANDEM_BENCH_LATENCY_DOCS", 50)?,
             rounds: number("TANDEM_BENCH_ROUNDS", 100)?,
+            fanout_documents: number("TANDEM_BENCH_FANOUT_DOCS", 1_000)?,
+            fanout_rounds: number("TANDEM_BENCH_FANOUT_ROUNDS", 5)?,
+            idle_connections: number("TANDEM_BENCH_IDLE_CONNECTIONS", 2_000)?,
+            hot_documents: number("TANDEM_BENCH_HOT_DOCS", 1_000)?,
+            ingest_writers: number("TANDEM_BENCH_INGEST_WRITERS", 500)?,
+            ingest_duration: Duration::from_secs(number("TANDEM_BENCH_INGEST_SECS", 10)? as u64),
+            workloads: match std::env::var("TANDEM_BENCH_WORKLOADS") {
+                Ok(list) => list
+                    .split(',')
+                    .map(|w| {
+                        w.trim()
+                            .parse()
+                            .with_context(|| format!("TANDEM_BENCH_WORKLOADS={list}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                Err(_) => (1..=6).collect(),
+            },
             timeout: Duration::from_secs(number("TANDEM_BENCH_TIMEOUT_SECS", 120)? as u64),
             servers,
         };
         if sizes.latency_documents == 0 || sizes.subscribers < sizes.latency_documents {
             bail!("need at least one latency document and one subscriber per document");
+        }
+        if sizes.fanout_documents == 0 || sizes.idle_connections == 0 || sizes.ingest_writers == 0 {
+            bail!("fan-out documents, idle connections and ingest writers must not be zero");
         }
         Ok(sizes)
     }
@@ -107,6 +141,8 @@ struct Server {
     kind: ServerKind,
     child: Child,
     address: String,
+    /// `ws://address/`.
+    url: String,
     dir: tempfile::TempDir,
 }
 
@@ -165,22 +201,27 @@ impl Server {
         Ok(Self {
             kind,
             child,
+            url: format!("ws://{address}/"),
             address,
             dir,
         })
     }
 
-    fn url(&self) -> String {
-        format!("ws://{}/", self.address)
-    }
-
     /// The most resident memory the process has used so far (VmHWM), in bytes.
     fn peak_rss(&self) -> Option<u64> {
+        self.status_kib("VmHWM:").map(|kib| kib * 1024)
+    }
+
+    /// The resident memory of the process now (VmRSS), in bytes.
+    fn rss(&self) -> Option<u64> {
+        self.status_kib("VmRSS:").map(|kib| kib * 1024)
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// Stops the process and returns the warnings and errors it logged, if any.
@@ -310,6 +351,19 @@ struct Device {
     /// Sync and request messages sent per document, counted while `count_per_document` is set.
     sent_per_document: HashMap<DocumentId, u32>,
     count_per_document: bool,
+    /// Workload 6: while set, the driver writes again each time the server acknowledged.
+    ingest: Option<Ingest>,
+}
+
+/// One ingest writer: a change, then the next as soon as the server advertised our heads.
+#[derive(Debug)]
+struct Ingest {
+    document: DocumentId,
+    until: Instant,
+    /// When the change the server has not acknowledged yet was written.
+    outstanding: Option<Instant>,
+    /// Write-to-acknowledgement times of the changes acknowledged before `until`.
+    acknowledged: Vec<Duration>,
 }
 
 impl Device {
@@ -322,6 +376,7 @@ impl Device {
             sync_states: HashMap::new(),
             sent_per_document: HashMap::new(),
             count_per_document: false,
+            ingest: None,
         }
     }
 
@@ -594,11 +649,48 @@ async fn drive(
             },
         }
         open &= carry_out(&mut device, &out, &reporter);
+        if open && ingest_step(&mut device, connection) {
+            open &= carry_out(&mut device, &out, &reporter);
+        }
     }
     let _ = out.send(Outgoing::Close);
     drop(out);
     let _ = writer.await;
     device
+}
+
+/// Workload 6: once the server advertised our heads, counts the acknowledgement and writes the
+/// next change (until the writer's time is up). True when it wrote.
+fn ingest_step(device: &mut Device, connection: ConnectionId) -> bool {
+    let Some(ingest) = device.ingest.as_mut() else {
+        return false;
+    };
+    if !device.engine.in_sync_with(&ingest.document, connection) {
+        return false;
+    }
+    let now = Instant::now();
+    if let Some(written) = ingest.outstanding.take()
+        && now <= ingest.until
+    {
+        ingest.acknowledged.push(now - written);
+    }
+    if now >= ingest.until {
+        return false;
+    }
+    let n = ingest.acknowledged.len() as i64;
+    let document = ingest.document;
+    ingest.outstanding = Some(now);
+    device
+        .engine
+        .local_change(document, |doc| {
+            doc.transact::<_, _, AutomergeError>(|tx| {
+                tx.put(ROOT, "last_session", n)?;
+                Ok(())
+            })
+            .map(|_| ())
+            .map_err(|f| f.error)
+        })
+        .is_ok()
 }
 
 /// Carries out every pending effect, storage ones at once. False once the engine closed.
@@ -1114,6 +1206,448 @@ async fn delivery_latency(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::
     Ok(())
 }
 
+/// Connects `count` devices (indices `first..first + count`), each made by `make`, and waits until
+/// every one finished the handshake.
+async fn connect_all(
+    url: &str,
+    first: usize,
+    count: usize,
+    mut make: impl FnMut(usize) -> anyhow::Result<Device>,
+    events_tx: &mpsc::UnboundedSender<(usize, Event)>,
+    events: &mut mpsc::UnboundedReceiver<(usize, Event)>,
+    deadline: Instant,
+) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(count);
+    for i in first..first + count {
+        let device = make(i)?;
+        clients.push(Client::connect(device, url, i, events_tx.clone()).await?);
+    }
+    let mut joined = 0;
+    while joined < count {
+        match next_event(events, deadline).await {
+            Ok((_, Event::Joined)) => joined += 1,
+            Ok((i, Event::Closed(reason))) => bail!("client {i} closed: {reason}"),
+            Ok(_) => {}
+            Err(e) => bail!("{} of {count} clients never joined: {e}", count - joined),
+        }
+    }
+    Ok(clients)
+}
+
+/// Every client leaves, all at once.
+async fn leave_all(clients: Vec<Client>) {
+    futures_util::future::join_all(clients.into_iter().map(Client::leave)).await;
+}
+
+/// Workload 4: fan-out. Each of `fanout_documents` documents has one writer and one subscriber
+/// (2 devices per document, all connected at once). Every writer writes once a second, the
+/// writers staggered evenly over the second; time from each write to its subscriber's
+/// `DocumentChanged`.
+async fn fan_out(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::Result<()> {
+    let docs = sizes.fanout_documents;
+    let workload = format!("4. fan-out, {} devices ({docs} docs x 2)", 2 * docs);
+    let deadline = Instant::now() + sizes.timeout;
+    let documents: Vec<DocumentId> = (0..docs).map(|_| DocumentId::random()).collect();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let began = Instant::now();
+    // Writers are clients 0..docs; each holds its document before it connects and offers it.
+    let writers = connect_all(
+        url,
+        0,
+        docs,
+        |i| {
+            let mut device = Device::new(&format!("writer-{i}"));
+            device.create(documents[i], i)?;
+            Ok(device)
+        },
+        &events_tx,
+        &mut events,
+        deadline,
+    )
+    .await?;
+    let mut initial = HashMap::with_capacity(docs);
+    for (writer, document) in writers.iter().zip(&documents) {
+        writer
+            .until_in_sync(Arc::new(vec![*document]), deadline)
+            .await?;
+        let d = *document;
+        let heads = writer
+            .run(move |device, _| sorted(device.engine.heads(&d).unwrap_or_default()))
+            .await?;
+        initial.insert(*document, heads);
+    }
+    // Subscribers are clients docs..2*docs; subscriber docs + i syncs document i.
+    let subscribers = connect_all(
+        url,
+        docs,
+        docs,
+        |i| Ok(Device::new(&format!("sub-{i}"))),
+        &events_tx,
+        &mut events,
+        deadline,
+    )
+    .await?;
+    for (i, subscriber) in subscribers.iter().enumerate() {
+        let document = documents[i];
+        subscriber
+            .run(move |device, _| device.engine.open_document(document))
+            .await?;
+    }
+    let mut waiting: HashSet<usize> = (docs..2 * docs).collect();
+    while !waiting.is_empty() {
+        match next_event(&mut events, deadline).await {
+            Ok((
+                i,
+                Event::Changed {
+                    document, heads, ..
+                },
+            )) if i >= docs => {
+                if initial.get(&document) == Some(&sorted(heads)) {
+                    waiting.remove(&i);
+                }
+            }
+            Ok((i, Event::Closed(reason))) => bail!("client {i} closed: {reason}"),
+            Ok((i, Event::Unavailable(_))) => bail!("subscriber {i} was told unavailable"),
+            Ok(_) => {}
+            Err(e) => bail!("{} subscribers without their document: {e}", waiting.len()),
+        }
+    }
+    rows.push((
+        workload.clone(),
+        "connect + first sync of all (not the measure)".into(),
+        Figure::Millis(ms(began.elapsed())),
+    ));
+
+    // The writes: write k goes to document k % docs at k / docs seconds.
+    let total = docs * sizes.fanout_rounds;
+    let interval = Duration::from_secs(1) / docs as u32;
+    let (wrote_tx, mut wrote) = mpsc::unbounded_channel::<(DocumentId, Vec<ChangeHash>, Instant)>();
+    let mut written_at: HashMap<(DocumentId, Vec<ChangeHash>), Instant> = HashMap::new();
+    let mut arrived_at: HashMap<(DocumentId, Vec<ChangeHash>), Instant> = HashMap::new();
+    let mut latencies = Vec::with_capacity(total);
+    let mut closed = Vec::new();
+    let start = tokio::time::Instant::now();
+    // Deliveries may trail the last write by at most 10 s.
+    let stop = (start + interval * total as u32 + Duration::from_secs(10))
+        .min(tokio::time::Instant::from_std(deadline));
+    let mut next = 0usize;
+    while latencies.len() < total {
+        let due = start + interval * next as u32;
+        tokio::select! {
+            _ = tokio::time::sleep_until(due), if next < total => {
+                let index = next % docs;
+                let document = documents[index];
+                let value = (next / docs) as i64;
+                let tx = wrote_tx.clone();
+                let written = Instant::now();
+                let job: Job = Box::new(move |device, _| {
+                    let edit = device.engine.local_change(document, |doc| {
+                        doc.transact::<_, _, AutomergeError>(|tx| {
+                            tx.put(ROOT, "last_session", value)?;
+                            Ok(())
+                        })
+                        .map(|_| ())
+                        .map_err(|f| f.error)
+                    });
+                    if matches!(edit, Ok(Ok(()))) {
+                        let heads = sorted(device.engine.heads(&document).unwrap_or_default());
+                        let _ = tx.send((document, heads, written));
+                    }
+                });
+                let _ = writers[index].commands.send(Order::Run(job));
+                next += 1;
+            }
+            Some((document, heads, written)) = wrote.recv() => {
+                let key = (document, heads);
+                match arrived_at.remove(&key) {
+                    Some(at) => latencies.push(at.saturating_duration_since(written)),
+                    None => {
+                        written_at.insert(key, written);
+                    }
+                }
+            }
+            event = events.recv() => match event {
+                Some((i, Event::Changed { document, heads, at })) if i >= docs => {
+                    let key = (document, sorted(heads));
+                    match written_at.remove(&key) {
+                        Some(written) => latencies.push(at.saturating_duration_since(written)),
+                        None => {
+                            arrived_at.insert(key, at);
+                        }
+                    }
+                }
+                Some((i, Event::Closed(reason))) => closed.push(format!("client {i}: {reason}")),
+                Some(_) => {}
+                None => bail!("every client is gone"),
+            },
+            _ = tokio::time::sleep_until(stop) => break,
+        }
+    }
+    let writes_took = start.elapsed();
+    leave_all(writers).await;
+    leave_all(subscribers).await;
+    if latencies.is_empty() {
+        bail!("no deliveries ({closed:?})");
+    }
+    latencies.sort();
+    rows.push((
+        workload.clone(),
+        format!("writes: {total} at {docs}/s (not the measure; all delivered after)"),
+        Figure::Millis(ms(writes_took)),
+    ));
+    for (name, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+        rows.push((
+            workload.clone(),
+            format!("{name} write-to-subscriber"),
+            Figure::Millis(ms(percentile(&latencies, p))),
+        ));
+    }
+    rows.push((
+        workload,
+        "deliveries".into(),
+        Figure::Text(format!("{} / {total}", latencies.len())),
+    ));
+    if !closed.is_empty() {
+        eprintln!(
+            "closed during fan-out: {:?}",
+            &closed[..closed.len().min(5)]
+        );
+    }
+    Ok(())
+}
+
+/// Workload 5: the server's resident memory with `idle_connections` idle clients (handshake
+/// done, no document) against none, per connection; then with one more client syncing
+/// `hot_documents` documents, per document.
+async fn memory(server: &Server, sizes: &Sizes, rows: &mut Rows) -> anyhow::Result<()> {
+    let url = server.url.as_str();
+    let n = sizes.idle_connections;
+    let workload = format!(
+        "5. memory, {n} idle conns, {} hot docs",
+        sizes.hot_documents
+    );
+    let deadline = Instant::now() + sizes.timeout;
+    let settle = Duration::from_secs(1);
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    // One client joins and leaves first, so what the first connection builds lazily is not
+    // counted per connection.
+    let warm = connect_all(
+        url,
+        0,
+        1,
+        |_| Ok(Device::new("warm")),
+        &events_tx,
+        &mut events,
+        deadline,
+    )
+    .await?;
+    leave_all(warm).await;
+    tokio::time::sleep(settle).await;
+    let none = server.rss().context("no RSS for the server")?;
+    let idle = connect_all(
+        url,
+        1,
+        n,
+        |i| Ok(Device::new(&format!("idle-{i}"))),
+        &events_tx,
+        &mut events,
+        deadline,
+    )
+    .await?;
+    tokio::time::sleep(settle).await;
+    let connected = server.rss().context("no RSS for the server")?;
+    rows.push((
+        workload.clone(),
+        "server RSS, no client".into(),
+        Figure::Bytes(none),
+    ));
+    rows.push((
+        workload.clone(),
+        format!("server RSS, {n} idle connections"),
+        Figure::Bytes(connected),
+    ));
+    rows.push((
+        workload.clone(),
+        "RSS per idle connection".into(),
+        Figure::Bytes(connected.saturating_sub(none) / n as u64),
+    ));
+
+    // One more client uploads documents in batches and stays connected: they stay hot.
+    let (holder_tx, mut holder_events) = mpsc::unbounded_channel();
+    let holder = Client::connect(Device::new("holder"), url, 0, holder_tx).await?;
+    until_joined(&mut holder_events, deadline).await?;
+    tokio::time::sleep(settle).await;
+    let before = server.rss().context("no RSS for the server")?;
+    let documents: Vec<DocumentId> = (0..sizes.hot_documents)
+        .map(|_| DocumentId::random())
+        .collect();
+    for (batch, ids) in documents.chunks(SEED_BATCH).enumerate() {
+        let ids = Arc::new(ids.to_vec());
+        let create = ids.clone();
+        holder
+            .run(move |device, _| {
+                for (i, document) in create.iter().enumerate() {
+                    device.create(*document, batch * SEED_BATCH + i)?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+            .await??;
+        holder.until_in_sync(ids, deadline).await?;
+    }
+    holder.until_quiet(Instant::now(), deadline).await?;
+    tokio::time::sleep(settle).await;
+    let hot = server.rss().context("no RSS for the server")?;
+    rows.push((
+        workload.clone(),
+        format!("server RSS, + {} hot docs", sizes.hot_documents),
+        Figure::Bytes(hot),
+    ));
+    rows.push((
+        workload,
+        "RSS per hot doc (1 peer syncing it)".into(),
+        Figure::Bytes(hot.saturating_sub(before) / sizes.hot_documents.max(1) as u64),
+    ));
+    holder.leave().await?;
+    leave_all(idle).await;
+    Ok(())
+}
+
+/// Workload 6: durable ingest. `ingest_writers` clients, one document each, each writing its
+/// next change as soon as the server advertised the heads of its last one (for the relay: once
+/// committed), for `ingest_duration`. Acknowledged changes per second, and write-to-ack times.
+async fn ingest(server: &Server, sizes: &Sizes, rows: &mut Rows) -> anyhow::Result<()> {
+    let url = server.url.as_str();
+    let w = sizes.ingest_writers;
+    let workload = format!("6. durable ingest, {w} writers");
+    let deadline = Instant::now() + sizes.timeout;
+    let documents: Vec<DocumentId> = (0..w).map(|_| DocumentId::random()).collect();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let writers = connect_all(
+        url,
+        0,
+        w,
+        |i| {
+            let mut device = Device::new(&format!("ingest-{i}"));
+            device.create(documents[i], i)?;
+            Ok(device)
+        },
+        &events_tx,
+        &mut events,
+        deadline,
+    )
+    .await?;
+    for (writer, document) in writers.iter().zip(&documents) {
+        writer
+            .until_in_sync(Arc::new(vec![*document]), deadline)
+            .await?;
+    }
+    let commits_before = relay_commits(server).await;
+    let began = Instant::now();
+    let until = began + sizes.ingest_duration;
+    for (writer, document) in writers.iter().zip(&documents) {
+        let document = *document;
+        let job: Job = Box::new(move |device, _| {
+            device.ingest = Some(Ingest {
+                document,
+                until,
+                outstanding: None,
+                acknowledged: Vec::new(),
+            });
+        });
+        let _ = writer.commands.send(Order::Run(job));
+    }
+    tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+    let window = began.elapsed();
+    let commits_after = relay_commits(server).await;
+    let mut acknowledged = Vec::new();
+    for writer in &writers {
+        if let Some(ingest) = writer.run(|device, _| device.ingest.take()).await? {
+            acknowledged.extend(ingest.acknowledged);
+        }
+    }
+    leave_all(writers).await;
+    while let Ok((i, event)) = events.try_recv() {
+        if let Event::Closed(reason) = event
+            && !reason.starts_with("server closed")
+        {
+            bail!("writer {i} closed: {reason}");
+        }
+    }
+    if acknowledged.is_empty() {
+        bail!("no change acknowledged");
+    }
+    let count = acknowledged.len();
+    acknowledged.sort();
+    rows.push((
+        workload.clone(),
+        format!("changes acknowledged in {:.0} s", window.as_secs_f64()),
+        Figure::Count(count as u64),
+    ));
+    rows.push((
+        workload.clone(),
+        "changes/s acknowledged (higher is better)".into(),
+        Figure::Count((count as f64 / window.as_secs_f64()) as u64),
+    ));
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        rows.push((
+            workload.clone(),
+            format!("{name} write-to-acknowledgement"),
+            Figure::Millis(ms(percentile(&acknowledged, p))),
+        ));
+    }
+    if let (Some((c0, s0)), Some((c1, s1))) = (commits_before, commits_after)
+        && c1 > c0
+    {
+        let commits = c1 - c0;
+        rows.push((
+            workload.clone(),
+            "relay commits (group commit batches)".into(),
+            Figure::Count(commits as u64),
+        ));
+        rows.push((
+            workload.clone(),
+            "changes per commit".into(),
+            Figure::Count((count as f64 / commits).round() as u64),
+        ));
+        rows.push((
+            workload,
+            "mean commit time".into(),
+            Figure::Millis((s1 - s0) * 1000.0 / commits),
+        ));
+    }
+    Ok(())
+}
+
+/// The relay's commit counter and total commit seconds from `/metrics`; `None` for the JS server
+/// or when the relay does not say.
+async fn relay_commits(server: &Server) -> Option<(f64, f64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if server.kind != ServerKind::Tandem {
+        return None;
+    }
+    let mut stream = tokio::net::TcpStream::connect(&server.address).await.ok()?;
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.address
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text))
+        .await
+        .ok()?
+        .ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((
+        value("tandem_relay_commits_total")?,
+        value("tandem_relay_commit_seconds_sum")?,
+    ))
+}
+
 fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
     heads.sort();
     heads
@@ -1140,7 +1674,7 @@ fn difference(after: TrafficFigures, before: TrafficFigures) -> TrafficFigures {
 // ---- the run --------------------------------------------------------------------------------
 
 type Workload = for<'a> fn(
-    &'a str,
+    &'a Server,
     &'a Sizes,
     &'a mut Rows,
 ) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
@@ -1150,22 +1684,41 @@ async fn bench_server(kind: ServerKind, sizes: &Sizes, notes: &mut Vec<String>) 
     let workloads: Vec<(String, Workload, &[&str])> = vec![
         (
             "1. fresh device".into(),
-            |u, s, r| Box::pin(fresh_device(u, s, r)),
+            |v, s, r| Box::pin(fresh_device(&v.url, s, r)),
             &[],
         ),
         (
             "2. idle reconnect".into(),
-            |u, s, r| Box::pin(idle_reconnect(u, s, r)),
+            |v, s, r| Box::pin(idle_reconnect(&v.url, s, r)),
             &[],
         ),
         (
             "3. latency".into(),
-            |u, s, r| Box::pin(delivery_latency(u, s, r)),
+            |v, s, r| Box::pin(delivery_latency(&v.url, s, r)),
+            &[],
+        ),
+        (
+            "4. fan-out".into(),
+            |v, s, r| Box::pin(fan_out(&v.url, s, r)),
+            &[],
+        ),
+        ("5. memory".into(), |v, s, r| Box::pin(memory(v, s, r)), &[]),
+        (
+            "6. durable ingest".into(),
+            |v, s, r| Box::pin(ingest(v, s, r)),
             &[],
         ),
     ];
     let mut rows = Rows::new();
     for (name, workload, relay_args) in workloads {
+        let number: usize = name
+            .split('.')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if !sizes.workloads.contains(&number) {
+            continue;
+        }
         eprintln!("{}: {name} ...", kind.name());
         let began = Instant::now();
         let first_row = rows.len();
@@ -1180,10 +1733,9 @@ async fn bench_server(kind: ServerKind, sizes: &Sizes, notes: &mut Vec<String>) 
                 continue;
             }
         };
-        let url = server.url();
         let outcome = tokio::time::timeout(
             sizes.timeout + Duration::from_secs(30),
-            workload(&url, sizes, &mut rows),
+            workload(&server, sizes, &mut rows),
         )
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("workload timed out")));
