@@ -89,6 +89,10 @@ pub(crate) async fn run(
                         break;
                     }
                 }
+                Some(Outbound::Shutdown) => {
+                    let _ = socket.send(close("relay shutting down", close_code::AWAY)).await;
+                    break;
+                }
                 Some(Outbound::Close(reason)) => {
                     let _ = socket.send(close(&reason, close_code::POLICY)).await;
                     break;

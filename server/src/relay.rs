@@ -71,7 +71,11 @@ pub(crate) enum Command {
 #[derive(Debug)]
 pub(crate) enum Outbound {
     Frame(Vec<u8>),
+    /// Close for a reason of this connection's own (policy: refused, revoked, bad input).
     Close(String),
+    /// Close because the relay is stopping ("going away"), the same answer the shutdown signal
+    /// gives, whichever reaches the connection first.
+    Shutdown,
 }
 
 /// The frames waiting for one connection, bounded in bytes rather than in count: a device that
@@ -117,6 +121,10 @@ impl Outbox {
 
     fn close(&self, reason: String) {
         let _ = self.sender.send(Outbound::Close(reason));
+    }
+
+    fn shut_down(&self) {
+        let _ = self.sender.send(Outbound::Shutdown);
     }
 }
 
@@ -277,7 +285,7 @@ impl Hub {
                 reply,
             } => {
                 if self.shutting_down {
-                    outbound.close("relay shutting down".into());
+                    outbound.shut_down();
                     return;
                 }
                 let connection = self.engine.connection_opened(Direction::Incoming);
@@ -352,9 +360,8 @@ impl Hub {
             }
             Command::Shutdown => {
                 self.shutting_down = true;
-                let open: Vec<_> = self.connections.keys().copied().collect();
-                for connection in open {
-                    self.close(connection, "relay shutting down");
+                for (outbound, _) in self.connections.values() {
+                    outbound.shut_down();
                 }
             }
         }
