@@ -154,7 +154,7 @@ document_id_newtype!(
     DirectoryId
 );
 
-/// Declares a string newtype for an id that lives inside a document or names a person.
+/// Declares a string newtype: an id inside a document, a person, or a protocol peer's id.
 macro_rules! string_id_newtype {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -171,8 +171,8 @@ macro_rules! string_id_newtype {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
@@ -190,6 +190,8 @@ macro_rules! string_id_newtype {
         }
     };
 }
+
+pub(crate) use string_id_newtype;
 
 string_id_newtype!(
     /// A person: mentee, coach or coordinator. The relay's user name.

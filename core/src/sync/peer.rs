@@ -1,55 +1,21 @@
 //! Who is on the other end of a connection: its peer id, its storage id and what it told us in the
 //! handshake.
 
-use std::fmt;
-
 use super::ConnectionId;
+use crate::ids::string_id_newtype;
 
-/// A peer's id for the lifetime of one process (a browser tab, an app run, a relay process).
-///
-/// automerge-repo treats it as an opaque string; so do we.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct PeerId(String);
+string_id_newtype!(
+    /// A peer's id for the lifetime of one process (a browser tab, an app run, a relay process).
+    ///
+    /// automerge-repo treats it as an opaque string; so do we.
+    PeerId
+);
 
-/// The id of a peer's persistent storage. Many peer ids may share one storage id (tabs of one
-/// browser); sync states are saved per storage id so a reconnect resumes where it stopped.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct StorageId(String);
-
-macro_rules! string_newtype {
-    ($name:ident) => {
-        impl $name {
-            pub fn new(id: impl Into<String>) -> Self {
-                Self(id.into())
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl From<&str> for $name {
-            fn from(id: &str) -> Self {
-                Self(id.to_owned())
-            }
-        }
-
-        impl From<String> for $name {
-            fn from(id: String) -> Self {
-                Self(id)
-            }
-        }
-    };
-}
-
-string_newtype!(PeerId);
-string_newtype!(StorageId);
+string_id_newtype!(
+    /// The id of a peer's persistent storage. Many peer ids may share one storage id (tabs of one
+    /// browser); sync states are saved per storage id so a reconnect resumes where it stopped.
+    StorageId
+);
 
 /// What a peer says about its storage in `join` and `peer` messages (`peerMetadata`).
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
