@@ -123,6 +123,11 @@ impl Outbox {
         let _ = self.sender.send(Outbound::Close(reason));
     }
 
+    /// The connection task is gone; its `Closed` command is on its way.
+    fn is_gone(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     fn shut_down(&self) {
         let _ = self.sender.send(Outbound::Shutdown);
     }
@@ -418,7 +423,7 @@ impl Hub {
                     let Some((outbound, _)) = self.connections.get(&connection) else {
                         continue;
                     };
-                    if !outbound.push_frame(frame) {
+                    if !outbound.push_frame(frame) && !outbound.is_gone() {
                         // A peer that does not read its frames would grow the relay's memory
                         // without bound; it is disconnected and resyncs when it reconnects.
                         tracing::warn!(%connection, "send queue over its byte budget; disconnecting");
