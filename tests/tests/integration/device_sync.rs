@@ -111,28 +111,6 @@ pub async fn go_offline(client: SyncClient) -> anyhow::Result<Device> {
     client.into_device().context("the device back after stop")
 }
 
-/// Waits until `check` holds, re-checking after every event of `client`.
-pub async fn wait_until(
-    client: &SyncClient,
-    what: &str,
-    mut check: impl FnMut(&SyncClient) -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let mut events = client.subscribe();
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if check(client)? {
-            return Ok(());
-        }
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(_) => {}
-            Err(_) => bail!(
-                "timed out waiting until {what} (status {:?})",
-                client.status()
-            ),
-        }
-    }
-}
-
 pub fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("a valid date")
 }
