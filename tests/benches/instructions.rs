@@ -33,16 +33,17 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use automerge::transaction::Transactable;
-use automerge::{Automerge, AutomergeError, ObjType, ROOT};
+use automerge::{AutomergeError, ROOT};
 use chrono::{TimeZone, Utc};
 use tandem_core::DocumentId;
-use tandem_core::model::{DocKind, NewGoal, NewPlan, NewSession, Plan, SessionLog, SessionMode};
+use tandem_core::model::{DocKind, NewGoal, NewPlan, Plan, SessionLog};
 use tandem_core::repo::{Repo, RepoConfig};
 use tandem_core::store::{ChunkKind, DocumentWrite, Durability, Projection, Store, StoreConfig};
 use tandem_core::sync::{
     ConnectionId, Direction, Effect, EngineConfig, Message, Role, StoredDocument, SyncEngine,
 };
 use tandem_core::{PlanId, UserId};
+use tandem_tests::fixtures::{fill_plan, new_session};
 
 const PATHS: [&str; 5] = ["decode", "sync", "append", "append-file", "projection"];
 
@@ -246,7 +247,7 @@ fn record_sync(rounds: usize) -> anyhow::Result<Recording> {
     let on_device = device.connection_opened(Direction::Outgoing);
     let document = DocumentId::random();
     device
-        .create_document(document, fill_plan)?
+        .create_document(document, |doc| fill_plan(doc, "student-1"))?
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut recording = Recording {
         setup: Vec::new(),
@@ -321,30 +322,6 @@ fn exchange(
     }
 }
 
-/// The plan-like document of the sync bench: mentee, program, term, coaches, strengths, 2 goals.
-fn fill_plan(doc: &mut Automerge) -> Result<(), AutomergeError> {
-    doc.transact::<_, _, AutomergeError>(|tx| {
-        tx.put(ROOT, "type", "plan")?;
-        tx.put(ROOT, "mentee", "student-1")?;
-        tx.put(ROOT, "program", "First-year mentoring")?;
-        tx.put(ROOT, "term", "Spring 2025")?;
-        let coaches = tx.put_object(ROOT, "coaches", ObjType::List)?;
-        tx.insert(&coaches, 0, "carla")?;
-        let strengths = tx.put_object(ROOT, "strengths", ObjType::List)?;
-        tx.insert(&strengths, 0, "curious")?;
-        tx.insert(&strengths, 1, "organised")?;
-        let goals = tx.put_object(ROOT, "goals", ObjType::List)?;
-        for (i, title) in ["Pass calculus", "Join a study group"].iter().enumerate() {
-            let goal = tx.insert_object(&goals, i, ObjType::Map)?;
-            tx.put(&goal, "title", *title)?;
-            tx.put(&goal, "status", "active")?;
-        }
-        Ok(())
-    })
-    .map(|_| ())
-    .map_err(|failure| failure.error)
-}
-
 // ---- store: a logged session and a plan, made by the repo -----------------------------------
 
 fn repo() -> anyhow::Result<Repo> {
@@ -374,20 +351,7 @@ fn logged_session() -> anyhow::Result<(SessionLog, Vec<u8>)> {
         .with_ymd_and_hms(2025, 3, 3, 15, 0, 0)
         .single()
         .context("date")?;
-    let id = repo.log_session(NewSession {
-        plan,
-        coach: UserId::from("carla"),
-        mentee: UserId::from("ana"),
-        start,
-        duration_minutes: 45,
-        mode: SessionMode::Video,
-        topics: vec!["midterms".into(), "sleep".into()],
-        notes: "Went through the study plan for the week and the midterm topics.".into(),
-        mood: Some(3),
-        action_items: Vec::new(),
-        goals_discussed: Vec::new(),
-        follow_up: None,
-    })?;
+    let id = repo.log_session(new_session(plan, "ana", start))?;
     let bytes: Vec<u8> = repo
         .store()
         .load_chunks(id.0)?

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{Datelike, TimeZone, Utc};
 use rusqlite::Connection;
-use tandem_core::model::{NewCheckIn, NewGoal, NewMilestone, NewPlan, NewSession, SessionMode};
+use tandem_core::UserId;
+use tandem_core::model::{NewCheckIn, NewGoal, NewMilestone, NewPlan};
 use tandem_core::repo::{Repo, RepoConfig};
 use tandem_core::store::Durability;
 use tandem_core::store::projection::SessionsBetween;
-use tandem_core::{PlanId, UserId};
+use tandem_tests::fixtures::new_session;
 
 const SAMPLES: usize = 300;
 const DOCUMENTS: usize = 10_000;
@@ -50,23 +51,6 @@ fn new_plan(mentee: &str) -> NewPlan {
         strengths: vec!["curious".into()],
         challenges: vec!["time".into()],
         learning_style: "visual".into(),
-    }
-}
-
-fn new_session(plan: PlanId, mentee: &str, start: chrono::DateTime<Utc>) -> NewSession {
-    NewSession {
-        plan,
-        coach: UserId::from("carla"),
-        mentee: UserId::from(mentee),
-        start,
-        duration_minutes: 45,
-        mode: SessionMode::Video,
-        topics: vec!["midterms".into(), "sleep".into()],
-        notes: "Went through the study plan for the week and the midterm topics.".into(),
-        mood: Some(3),
-        action_items: Vec::new(),
-        goals_discussed: Vec::new(),
-        follow_up: None,
     }
 }
 

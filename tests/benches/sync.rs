@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use automerge::transaction::Transactable;
-use automerge::{Automerge, AutomergeError, ChangeHash, ObjType, ROOT};
+use automerge::{AutomergeError, ChangeHash, ROOT};
 use futures_util::{SinkExt, StreamExt};
 use tandem_core::DocumentId;
 use tandem_core::sync::{
     ConnectionId, Direction, Effect, EngineConfig, Message, Role, StorageId, StoredDocument,
     SyncEngine,
 };
+use tandem_tests::fixtures::fill_plan;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
@@ -382,33 +383,9 @@ impl Device {
 
     fn create(&mut self, document: DocumentId, index: usize) -> anyhow::Result<()> {
         self.engine
-            .create_document(document, |doc| fill_plan(doc, index))??;
+            .create_document(document, |doc| fill_plan(doc, &format!("student-{index}")))??;
         Ok(())
     }
-}
-
-/// A plan-like document of a few hundred bytes: a mentee, coaches, strengths and two goals.
-fn fill_plan(doc: &mut Automerge, index: usize) -> Result<(), AutomergeError> {
-    doc.transact::<_, _, AutomergeError>(|tx| {
-        tx.put(ROOT, "type", "plan")?;
-        tx.put(ROOT, "mentee", format!("student-{index}"))?;
-        tx.put(ROOT, "program", "First-year mentoring")?;
-        tx.put(ROOT, "term", "Spring 2025")?;
-        let coaches = tx.put_object(ROOT, "coaches", ObjType::List)?;
-        tx.insert(&coaches, 0, "carla")?;
-        let strengths = tx.put_object(ROOT, "strengths", ObjType::List)?;
-        tx.insert(&strengths, 0, "curious")?;
-        tx.insert(&strengths, 1, "organised")?;
-        let goals = tx.put_object(ROOT, "goals", ObjType::List)?;
-        for (i, title) in ["Pass calculus", "Join a study group"].iter().enumerate() {
-            let goal = tx.insert_object(&goals, i, ObjType::Map)?;
-            tx.put(&goal, "title", *title)?;
-            tx.put(&goal, "status", "active")?;
-        }
-        Ok(())
-    })
-    .map(|_| ())
-    .map_err(|failure| failure.error)
 }
 
 /// What a client tells the bench.

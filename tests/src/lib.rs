@@ -1,1 +1,3 @@
-//! Shared helpers for Tandem integration tests.
+//! Shared helpers for Tandem's integration tests and benchmarks.
+
+pub mod fixtures;
