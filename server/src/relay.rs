@@ -275,6 +275,9 @@ impl Hub {
         while let Some(command) = receiver.recv().await {
             self.handle(command);
             self.dispatch();
+            self.metrics
+                .documents_in_memory
+                .set(self.engine.hot_document_count() as i64);
             if self.shutting_down && self.connections.is_empty() {
                 break;
             }

@@ -773,6 +773,11 @@ impl SyncEngine {
         self.documents.keys().copied()
     }
 
+    /// How many documents are in memory (loaded or loading).
+    pub fn hot_document_count(&self) -> usize {
+        self.documents.len()
+    }
+
     /// The whole document in automerge's compact form.
     pub fn save_document(&self, document: &DocumentId) -> Option<Vec<u8>> {
         self.document(document).map(Automerge::save)

@@ -95,5 +95,9 @@ async fn metrics_export_connections_traffic_and_commit_latency_and_move_after_a_
         );
     }
     assert!(metric(&after, "tandem_relay_documents") >= 1.0, "{after}");
+    assert!(
+        metric(&after, "tandem_relay_documents_in_memory") >= 1.0,
+        "{after}"
+    );
     relay.stop().await.unwrap();
 }
