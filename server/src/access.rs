@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{Automerge, ReadDoc};
 use tandem_core::DocumentId;
+use tandem_core::doc::history::parse_commit_message;
 use tandem_core::sync::{Access, AccessPolicy, ConnectionId, PeerInfo};
 
-use crate::accounts::{Accounts, Role, now_millis};
+use crate::accounts::{Accounts, Grant, Role, now_millis};
 use crate::auth::Identity;
 
 /// What a document is, as far as access goes.
@@ -194,8 +195,9 @@ pub struct AccessState {
     /// Actors bound on first use, not yet committed.
     pub new_bindings: Vec<(Vec<u8>, i64)>,
     pub written: Vec<Written>,
-    /// Connections that sent changes under an actor not bound to their device; the hub closes them.
-    pub violations: Vec<ConnectionId>,
+    /// Connections that sent changes under an actor not bound to their device or with someone
+    /// else's authorship trailers; the hub closes them.
+    pub violations: Vec<(ConnectionId, Violation)>,
 }
 
 impl AccessState {
@@ -296,30 +298,11 @@ impl AccessPolicy for RelayPolicy {
             }
             Some(Identity::Device(grant)) => grant,
         };
-        // Every new change must be written under an actor bound to this device; an unbound actor
-        // is bound to a web device on first use.
-        let bind_on_first_use = state
-            .accounts
-            .devices
-            .get(&grant.device)
-            .is_some_and(|d| d.bind_on_first_use);
-        let mut binding = Vec::new();
-        for change in &changes {
-            let actor = change.actor_id().to_bytes().to_vec();
-            match state.accounts.actors.get(&actor) {
-                Some(device) if *device == grant.device => {}
-                None if bind_on_first_use && !binding.contains(&actor) => binding.push(actor),
-                None if binding.contains(&actor) => {}
-                _ => {
-                    tracing::warn!(
-                        connection = %peer.connection, %document, user = %grant.user_name,
-                        actor = %change.actor_id(), "refused changes under an actor not bound to the device"
-                    );
-                    state.violations.push(peer.connection);
-                    return Access::Read;
-                }
-            }
-        }
+        let Some(binding) =
+            check_authorship(&mut state, peer.connection, document, &grant, &changes)
+        else {
+            return Access::Read;
+        };
         // A document that was untyped when it arrived (the JS repo creates documents with an
         // empty first change) is classified once, when its creator first gives it a Tandem type.
         let untyped_by_writer = state
@@ -352,6 +335,119 @@ impl AccessPolicy for RelayPolicy {
             hashes,
         });
         Access::ReadWrite
+    }
+
+    /// What `accept_changes` would answer for these changes under a free id, recording nothing
+    /// (no record, no binding, no audit); a writer violation still closes the connection, as it
+    /// would for an absent id.
+    fn judge_creation(
+        &self,
+        peer: &PeerInfo,
+        document: &DocumentId,
+        message: &automerge::sync::Message,
+    ) -> Access {
+        let mut state = self.lock();
+        let identity = state.connections.get(&peer.connection).cloned();
+        let Some((after, changes)) = new_changes(&Automerge::new(), message) else {
+            tracing::warn!(connection = %peer.connection, %document, "refused changes that cannot be checked");
+            return Access::Read;
+        };
+        let grant = match identity {
+            None => return Access::None,
+            Some(Identity::Anonymous) => return Access::ReadWrite,
+            Some(Identity::Device(grant)) => grant,
+        };
+        if check_authorship(&mut state, peer.connection, document, &grant, &changes).is_none() {
+            return Access::Read;
+        }
+        match classify(&state.accounts, &after, grant.user, now_millis()) {
+            Some(_) => Access::ReadWrite,
+            None => Access::None,
+        }
+    }
+}
+
+/// Checks that `grant`'s connection may have written every change: each under an actor bound to
+/// its device (an unbound actor is bound to a web device on first use: returned, to be bound if
+/// the changes are accepted), and none whose `Tandem-User` / `Tandem-Device` trailers name
+/// someone else. `None` (and the connection recorded as a violator, to be closed) otherwise.
+fn check_authorship(
+    state: &mut AccessState,
+    connection: ConnectionId,
+    document: &DocumentId,
+    grant: &Grant,
+    changes: &[automerge::Change],
+) -> Option<Vec<Vec<u8>>> {
+    let bind_on_first_use = state
+        .accounts
+        .devices
+        .get(&grant.device)
+        .is_some_and(|d| d.bind_on_first_use);
+    let mut binding = Vec::new();
+    for change in changes {
+        let actor = change.actor_id().to_bytes().to_vec();
+        let actor_ok = match state.accounts.actors.get(&actor) {
+            Some(device) => *device == grant.device,
+            None if binding.contains(&actor) => true,
+            None if bind_on_first_use => {
+                binding.push(actor);
+                true
+            }
+            None => false,
+        };
+        if !actor_ok {
+            tracing::warn!(
+                %connection, %document, user = %grant.user_name, actor = %change.actor_id(),
+                "refused changes under an actor not bound to the device"
+            );
+            state.violations.push((connection, Violation::Actor));
+            return None;
+        }
+        // History shows these trailers as the change's author: they must name the writer. A web
+        // device's id is the relay's own, unknown to its client, which may instead name the
+        // actor it writes under (a Tandem device's id is its actor), since that actor is bound to
+        // it. Changes without trailers (JS clients) carry no claim.
+        let Some(message) = change.message() else {
+            continue;
+        };
+        let claim = parse_commit_message(message);
+        let wrong_user = claim
+            .user
+            .as_ref()
+            .is_some_and(|user| user.as_str() != grant.user_name);
+        let wrong_device = claim.device.is_some_and(|device| {
+            let named = device.as_bytes();
+            *named != grant.device_id
+                && !(bind_on_first_use && named[..] == *change.actor_id().to_bytes())
+        });
+        if wrong_user || wrong_device {
+            tracing::warn!(
+                %connection, %document, user = %grant.user_name, change = %change.hash(),
+                "refused changes whose authorship trailers name another user or device"
+            );
+            state.violations.push((connection, Violation::Trailers));
+            return None;
+        }
+    }
+    Some(binding)
+}
+
+/// Why a connection is closed for what it wrote.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Violation {
+    /// A change under an actor not bound to the connection's device.
+    Actor,
+    /// A change whose `Tandem-User` / `Tandem-Device` trailers name someone else.
+    Trailers,
+}
+
+impl Violation {
+    /// The close frame's reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Actor => "changes under an actor not bound to this device",
+            Self::Trailers => "changes whose authorship trailers name another user or device",
+        }
     }
 }
 

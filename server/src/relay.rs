@@ -318,11 +318,8 @@ impl Hub {
                     self.close(connection, "internal error");
                 }
                 let violators = std::mem::take(&mut self.policy.lock().violations);
-                for connection in violators {
-                    self.close(
-                        connection,
-                        "changes under an actor not bound to this device",
-                    );
+                for (connection, violation) in violators {
+                    self.close(connection, violation.reason());
                 }
             }
             Command::Closed { connection } => {

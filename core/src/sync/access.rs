@@ -34,6 +34,21 @@ pub trait AccessPolicy: Send {
     ) -> Access {
         Access::ReadWrite
     }
+
+    /// Asked when a peer sends changes for a document it may not see (`access` said `None`). The
+    /// engine answers such a peer exactly as it would about an absent document, so the policy
+    /// says what it would answer if these changes created a *new* document: `None` if that
+    /// creation would be refused, `Read` if the changes would be applied read-only (they cannot
+    /// be checked), `ReadWrite` if it would be accepted. Nothing may be recorded: the changes are
+    /// never applied, since the id is taken. The default refuses, as the strictest answer.
+    fn judge_creation(
+        &self,
+        _peer: &PeerInfo,
+        _document: &DocumentId,
+        _message: &automerge::sync::Message,
+    ) -> Access {
+        Access::None
+    }
 }
 
 /// automerge-repo's default: whoever knows a document id may read and write it.

@@ -18,6 +18,8 @@ use super::{
 use crate::error::{Error, Result};
 use crate::ids::DocumentId;
 
+mod phantom;
+
 /// What the driver read from storage for one document.
 #[derive(Clone, Debug, Default)]
 pub struct StoredDocument {
@@ -47,6 +49,8 @@ pub struct SyncEngine {
     subscribed: HashMap<ConnectionId, HashMap<DocumentId, u128>>,
     /// The document's heads right after the changes of each outstanding persist.
     ticket_heads: HashMap<PersistTicket, Vec<ChangeHash>>,
+    /// What peers are answered about documents they may not see (see `phantom`).
+    phantoms: HashMap<ConnectionId, HashMap<DocumentId, phantom::Phantom>>,
     /// Makes the next received sync message panic inside automerge's place, so tests can reach
     /// the recovery path without a real automerge bug.
     #[cfg(test)]
@@ -84,6 +88,7 @@ impl SyncEngine {
             digests: BTreeMap::new(),
             subscribed: HashMap::new(),
             ticket_heads: HashMap::new(),
+            phantoms: HashMap::new(),
             #[cfg(test)]
             panic_on_next_receive: false,
         }
@@ -803,11 +808,10 @@ impl SyncEngine {
     ) {
         let access = self.decide(connection, &document);
         if access == Access::None {
-            if let Some(hot) = self.documents.get_mut(&document) {
-                hot.sessions.remove(&connection);
-            }
-            return self.send_unavailable(connection, document);
+            // Answered exactly as an absent document would be.
+            return self.phantom_sync(connection, document, data, is_request);
         }
+        self.drop_phantoms(connection, Some(document));
         let input = Queued {
             connection,
             access,
@@ -988,9 +992,6 @@ impl SyncEngine {
         session: String,
         data: Vec<u8>,
     ) {
-        if self.decide(connection, &document) == Access::None {
-            return;
-        }
         let seen = self
             .ephemeral_seen
             .entry((sender.clone(), session.clone()))
@@ -999,6 +1000,11 @@ impl SyncEngine {
             return;
         }
         *seen = count;
+        // After the repeat check, so a denied document counts its messages as an absent one
+        // does; nothing about it is passed on.
+        if self.decide(connection, &document) == Access::None {
+            return;
+        }
         self.effects.push(Effect::EphemeralReceived {
             document,
             sender: sender.clone(),
@@ -1231,6 +1237,7 @@ impl SyncEngine {
             .values()
             .filter(|hot| hot.sessions.contains_key(&connection))
             .count()
+            + self.phantom_count(connection)
     }
 
     /// The single place where the access policy is consulted.
@@ -1293,6 +1300,7 @@ impl SyncEngine {
         };
         self.digests.remove(&connection);
         self.subscribed.remove(&connection);
+        self.drop_phantoms(connection, None);
         let mut touched = Vec::new();
         for (id, hot) in &mut self.documents {
             if hot.sessions.remove(&connection).is_some() {

@@ -16,8 +16,8 @@ use tempfile::TempDir;
 
 use crate::block_on;
 use crate::harness::{
-    RawClient, RelayProcess, field, get_str, message_type, new_document_id, node_json, put,
-    text_field,
+    RawClient, RelayProcess, cbor_map, field, get_str, message_type, new_document_id, node_json,
+    put, text, text_field,
 };
 
 /// Runs `tandem-server admin --data DIR args…` and returns its stdout.
@@ -578,4 +578,266 @@ fn a_non_loopback_address_needs_a_tls_proxy() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--behind-tls-proxy"), "{stderr}");
+}
+
+/// Every frame the relay sends about `document` in answer to one conversation: two requests, a
+/// `sync` without changes, a `sync` with the changes of `content`, that `sync` again, and an
+/// ephemeral message. Each reply is normalized to `as_id`, so conversations about different ids
+/// compare byte for byte.
+async fn conversation(
+    client: &mut RawClient,
+    document: &str,
+    content: &Automerge,
+    as_id: &str,
+) -> Vec<Vec<u8>> {
+    async fn reply_about(client: &mut RawClient, document: &str) -> Value {
+        loop {
+            let reply = client.expect_any().await;
+            if text_field(&reply, "documentId") == Some(document) {
+                return reply;
+            }
+        }
+    }
+    let mut replies = Vec::new();
+    let empty = Automerge::new()
+        .generate_sync_message(&mut sync::State::new())
+        .unwrap();
+    for _ in 0..2 {
+        let request = client.sync_message("request", document, empty.clone().encode());
+        client.send(request).await;
+        replies.push(normalized(&reply_about(client, document).await, as_id));
+    }
+    let mut doc = content.clone();
+    let mut state = sync::State::new();
+    let first = doc.generate_sync_message(&mut state).unwrap();
+    assert!(first.changes.is_empty(), "automerge opens without changes");
+    let frame = client.sync_message("sync", document, first.clone().encode());
+    client.send(frame).await;
+    let reply = reply_about(client, document).await;
+    replies.push(normalized(&reply, as_id));
+    assert_eq!(message_type(&reply), "sync", "an invitation to send");
+    let data = field(&reply, "data").and_then(Value::as_bytes).unwrap();
+    doc.receive_sync_message(&mut state, sync::Message::decode(data).unwrap())
+        .unwrap();
+    let with_changes = doc.generate_sync_message(&mut state).unwrap();
+    assert!(!with_changes.changes.is_empty(), "the changes are offered");
+    let frame = client.sync_message("sync", document, with_changes.encode());
+    client.send(frame).await;
+    replies.push(normalized(&reply_about(client, document).await, as_id));
+    let again = client.sync_message("sync", document, first.encode());
+    client.send(again).await;
+    replies.push(normalized(&reply_about(client, document).await, as_id));
+    let ephemeral = cbor_map(vec![
+        ("type", text("ephemeral")),
+        ("senderId", text(client.peer_id.as_str())),
+        ("targetId", text(client.relay_id.as_str())),
+        ("documentId", text(document)),
+        ("count", Value::Integer(1.into())),
+        ("sessionId", text(format!("session-{document}"))),
+        ("data", Value::Bytes(vec![1, 2, 3])),
+    ]);
+    client.send(ephemeral).await;
+    // Whatever arrives about the document before the relay answered a later message.
+    let nobody = new_document_id();
+    let request = client.sync_message("request", &nobody, empty.encode());
+    client.send(request).await;
+    loop {
+        let reply = client.expect_any().await;
+        match text_field(&reply, "documentId") {
+            Some(id) if id == nobody => break,
+            Some(id) if id == document => replies.push(normalized(&reply, as_id)),
+            _ => {}
+        }
+    }
+    replies
+}
+
+/// Content a peer may not create: the fields of a document of `kind` (as the fixture's), or,
+/// for an untyped document (which anyone may create), a plan for someone unknown.
+fn refused_content(kind: &str) -> Automerge {
+    let fields: Vec<(&str, &str)> = match kind {
+        "plan" => vec![("mentee", "ana"), ("program", "north")],
+        "session" | "notes" => vec![("coach", "carl"), ("mentee", "ana")],
+        "directory" => vec![("program", "north"), ("coach", "carl"), ("mentee", "ana")],
+        _ => return typed("plan", &[("mentee", "nobody")]),
+    };
+    typed(kind, &fields)
+}
+
+/// For every denied (role, kind): whatever the peer sends about the document (request, repeated
+/// request, sync without changes, sync with changes, sync again, ephemeral), the relay's frames
+/// are byte for byte those it sends about an id nobody has, but the id. The document is not
+/// changed by any of it.
+#[test]
+fn a_denied_document_answers_every_message_as_an_absent_one() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    block_on(async {
+        let documents = make_documents(&relay, &world).await;
+        let mut owner = connect(&relay, world.token("ana"), "ana-owner").await;
+        let mut compared = 0;
+        for (who, _, _) in PEOPLE {
+            for (kind, id) in &documents.ids {
+                if expected(who, kind) != May::No {
+                    continue;
+                }
+                let mut client = connect(&relay, world.token(who), &format!("{who}-{kind}")).await;
+                let content = refused_content(kind);
+                let absent = new_document_id();
+                let about_absent = conversation(&mut client, &absent, &content, "X").await;
+                let about_denied = conversation(&mut client, id, &content, "X").await;
+                assert_eq!(
+                    about_absent.len(),
+                    5,
+                    "{who}/{kind}: one answer per message"
+                );
+                assert_eq!(
+                    about_denied, about_absent,
+                    "{who}/{kind}: a denied document must read exactly as an absent one"
+                );
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 18, "every denied case was compared");
+        // A coach whose pairing ended, on a connection that was syncing the documents.
+        let mut carl = connect(&relay, world.token("carl"), "carl-ending").await;
+        fetch(&mut carl, &documents.ids["plan"]).await.unwrap();
+        world.admin(&["pairing", "end", "1"]);
+        while fetch(&mut carl, &documents.ids["plan"]).await.is_ok() {}
+        for kind in ["plan", "session", "notes", "directory"] {
+            let content = refused_content(kind);
+            let absent = new_document_id();
+            let about_absent = conversation(&mut carl, &absent, &content, "X").await;
+            let about_denied = conversation(&mut carl, &documents.ids[kind], &content, "X").await;
+            assert_eq!(
+                about_denied, about_absent,
+                "carl after the pairing ended, {kind}"
+            );
+        }
+        // Nothing sent into the denied documents reached them (the coordinator reads all but
+        // ana's own).
+        let mut coordinator = connect(&relay, world.token("cora"), "cora-check").await;
+        for (kind, id) in &documents.ids {
+            let checker = if *kind == "other" {
+                &mut owner
+            } else {
+                &mut coordinator
+            };
+            let (kept, _) = fetch(checker, id).await.unwrap();
+            assert_eq!(
+                get_str(&kept, "type").as_deref(),
+                if *kind == "other" { None } else { Some(*kind) }
+            );
+            assert_eq!(kept.get_changes(&[]).len(), 1, "{kind} was changed");
+        }
+    });
+}
+
+/// The one difference left (docs/access.md): changes that would create a document the writer may
+/// create are accepted under a free id but refused under a taken one. The taken document stays as
+/// it was.
+#[test]
+fn creating_under_a_taken_id_is_refused_and_changes_nothing() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    block_on(async {
+        let documents = make_documents(&relay, &world).await;
+        let mut carl = connect(&relay, world.token("carl"), "carl-taker").await;
+        let mut mine = crate::harness::doc_with("title", "carl's");
+        let free = new_document_id();
+        create(&mut carl, &free, &mut mine.clone()).await.unwrap();
+        let refused = create(&mut carl, &documents.ids["other"], &mut mine).await;
+        assert_eq!(message_type(&refused.unwrap_err()), "doc-unavailable");
+        let mut ana = connect(&relay, world.token("ana"), "ana-check").await;
+        let (kept, _) = fetch(&mut ana, &documents.ids["other"]).await.unwrap();
+        assert_eq!(get_str(&kept, "title").as_deref(), Some("ana's own"));
+    });
+}
+
+/// A change with a commit message, as Tandem writes them (`Tandem-User` / `Tandem-Device`
+/// trailers), under `actor`.
+fn signed_change(doc: &mut Automerge, key: &str, message: &str) {
+    let options = automerge::transaction::CommitOptions::default().with_message(message);
+    doc.transact_with::<_, _, automerge::AutomergeError, _>(
+        |_| options,
+        |tx| {
+            tx.put(automerge::ROOT, key, "yes")?;
+            Ok(())
+        },
+    )
+    .unwrap();
+}
+
+/// History shows a change's `Tandem-User` / `Tandem-Device` trailers as its author: a change
+/// naming another user, or (from a registered device) another device, is refused and its
+/// connection closed; honest trailers, and none at all (JS clients), are accepted.
+#[test]
+fn authorship_trailers_must_name_the_writer() {
+    let world = World::new();
+    let device = "00112233445566778899aabbccddeeff";
+    let phone = world.admin(&["token", "issue", "--user", "ana", "--device", device]);
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    let trailers = |user: &str, device: &str| {
+        format!(
+            "edited\n\nTandem-User: {user}\nTandem-Device: {device}\nTandem-At: 2026-01-01T00:00:00.000Z"
+        )
+    };
+    block_on(async {
+        let actor = ActorId::from(hex_bytes(device));
+        let mut ana = connect(&relay, &phone, "ana-phone").await;
+        let plan = new_document_id();
+        let mut doc = Automerge::new().with_actor(actor.clone());
+        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+            tx.put(automerge::ROOT, "type", "plan")?;
+            tx.put(automerge::ROOT, "mentee", "ana")?;
+            Ok(())
+        })
+        .unwrap();
+        signed_change(&mut doc, "honest", &trailers("ana", device));
+        create(&mut ana, &plan, &mut doc).await.unwrap();
+
+        for (what, message) in [
+            ("another user", trailers("carl", device)),
+            (
+                "another device",
+                trailers("ana", "ffeeddccbbaa99887766554433221100"),
+            ),
+        ] {
+            let mut ana = connect(&relay, &phone, "ana-forger").await;
+            let (mut copy, mut state) = fetch(&mut ana, &plan).await.unwrap();
+            copy.set_actor(actor.clone());
+            signed_change(&mut copy, "forged", &message);
+            let sync = copy.generate_sync_message(&mut state).unwrap();
+            let frame = ana.sync_message("sync", &plan, sync.encode());
+            ana.send(frame).await;
+            let (_, close) = ana.expect_close().await;
+            let close = close.unwrap_or_else(|| panic!("{what}: a close frame"));
+            assert!(close.reason.contains("trailers"), "{what}: {close:?}");
+        }
+
+        // A web client (carl, actors bound on first use) may not name ana's phone either.
+        let mut carl = connect(&relay, world.token("carl"), "carl-web").await;
+        let (mut copy, mut state) = fetch(&mut carl, &plan).await.unwrap();
+        signed_change(&mut copy, "forged", &trailers("carl", device));
+        let sync = copy.generate_sync_message(&mut state).unwrap();
+        let frame = carl.sync_message("sync", &plan, sync.encode());
+        carl.send(frame).await;
+        let (_, close) = carl.expect_close().await;
+        assert!(close.expect("a close frame").reason.contains("trailers"));
+        // With no trailers, and with his own (a web device names the actor it writes under).
+        let mut carl = connect(&relay, world.token("carl"), "carl-web").await;
+        let (mut copy, _) = fetch(&mut carl, &plan).await.unwrap();
+        put(&mut copy, "plain", "yes");
+        let own = copy.get_actor().to_hex_string();
+        signed_change(&mut copy, "signed", &trailers("carl", &own));
+        create(&mut carl, &plan, &mut copy).await.unwrap();
+
+        let mut check = connect(&relay, world.token("cora"), "cora-check").await;
+        let (kept, _) = fetch(&mut check, &plan).await.unwrap();
+        assert_eq!(get_str(&kept, "honest").as_deref(), Some("yes"));
+        assert_eq!(get_str(&kept, "forged"), None);
+        assert_eq!(get_str(&kept, "plain").as_deref(), Some("yes"));
+        assert_eq!(get_str(&kept, "signed").as_deref(), Some("yes"));
+    });
+    assert!(relay.log_text().contains("authorship trailers"));
 }
