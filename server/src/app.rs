@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
-use crate::auth::{self, AuthConfig};
-use crate::connection::{self, ConnectionLimits};
+use crate::auth::{self, AuthConfig, Identity};
+use crate::connection::{self, ConnectionLimits, UserConnections};
 use crate::relay::RelayHandle;
 
 /// Everything a request handler needs.
@@ -17,6 +17,7 @@ use crate::relay::RelayHandle;
 pub struct AppState {
     pub relay: RelayHandle,
     pub(crate) limits: ConnectionLimits,
+    pub(crate) per_user: UserConnections,
     pub max_frame_bytes: usize,
     pub auth: AuthConfig,
     pub shutdown: watch::Receiver<bool>,
@@ -66,6 +67,14 @@ async fn sync(
         Ok(identity) => identity,
         Err(refused) => return (StatusCode::UNAUTHORIZED, refused.to_string()).into_response(),
     };
+    // Counted from here until the connection ends; over the limit, refused without detail.
+    let slot = match &identity {
+        Identity::Device(grant) => match state.per_user.acquire(grant.user) {
+            Some(slot) => Some(slot),
+            None => return StatusCode::TOO_MANY_REQUESTS.into_response(),
+        },
+        Identity::Anonymous => None,
+    };
     let AppState {
         relay,
         limits,
@@ -79,7 +88,10 @@ async fn sync(
         // Small buffers keep an idle connection cheap; frames are written one at a time.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| connection::run(socket, relay, identity, limits, shutdown))
+        .on_upgrade(move |socket| async move {
+            connection::run(socket, relay, identity, limits, shutdown).await;
+            drop(slot);
+        })
 }
 
 async fn healthz() -> &'static str {

@@ -39,6 +39,22 @@ pub struct ServeConfig {
     )]
     pub max_documents_per_connection: usize,
 
+    /// Most connections one user may hold at once (all devices together); more are refused at
+    /// the upgrade with `429`. Anonymous development connections are not counted.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    pub max_connections_per_user: usize,
+
+    /// Messages per second one connection may send, sustained; beyond that the relay reads its
+    /// frames more slowly (the socket's flow control holds the sender back), nothing is dropped.
+    /// 0 turns the limit off.
+    #[arg(long, env = "TANDEM_MAX_MESSAGES_PER_SECOND", default_value_t = 1_000)]
+    pub max_messages_per_second: u32,
+
+    /// Messages a connection may send at once above the sustained rate. Large by default: a
+    /// device reconnecting may offer every document it holds in one burst.
+    #[arg(long, env = "TANDEM_MESSAGE_BURST", default_value_t = 100_000)]
+    pub message_burst: u32,
+
     /// DEVELOPMENT ONLY: admit connections without a token, as anonymous peers that may read and
     /// write every document. Never on by default.
     #[arg(long, env = "TANDEM_ALLOW_ANONYMOUS")]

@@ -29,7 +29,7 @@ pub use error::{Error, Result};
 use crate::app::AppState;
 use crate::auth::AuthConfig;
 use crate::config::ServeConfig;
-use crate::connection::ConnectionLimits;
+use crate::connection::{ConnectionLimits, UserConnections};
 use crate::metrics::Metrics;
 use crate::relay::{Relay, RelayConfig};
 use crate::store::SqliteStore;
@@ -61,7 +61,10 @@ impl Server {
             limits: ConnectionLimits {
                 idle_timeout: config.idle_timeout(),
                 send_queue_bytes: config.send_queue_bytes,
+                messages_per_second: config.max_messages_per_second,
+                message_burst: config.message_burst,
             },
+            per_user: UserConnections::new(config.max_connections_per_user),
             max_frame_bytes: config.max_frame_bytes,
             auth: AuthConfig {
                 allow_anonymous: config.allow_anonymous,

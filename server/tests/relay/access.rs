@@ -841,3 +841,70 @@ fn authorship_trailers_must_name_the_writer() {
     });
     assert!(relay.log_text().contains("authorship trailers"));
 }
+
+/// A user may hold a limited number of connections at once; one more is refused at the upgrade
+/// with 429 and no detail, other users are not affected, and a closed connection frees its slot.
+#[test]
+fn connections_per_user_are_limited() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &["--max-connections-per-user", "2"]);
+    block_on(async {
+        let url = relay.url();
+        let first = connect(&relay, world.token("ana"), "ana-1").await;
+        let _second = connect(&relay, world.token("ana"), "ana-2").await;
+        let refused = RawClient::connect_with(&url, "ana-3", Some(world.token("ana"))).await;
+        assert_eq!(refused.err(), Some(429));
+        let by_query = format!("{url}/?token={}", world.token("ana"));
+        assert_eq!(
+            RawClient::connect_with(&by_query, "ana-q", None)
+                .await
+                .err(),
+            Some(429)
+        );
+        let _carl = connect(&relay, world.token("carl"), "carl").await;
+        drop(first);
+        // The relay notices the closed socket on its own time: retry until the slot is free
+        // (bounded by the harness's timeouts).
+        loop {
+            match RawClient::join_with(&url, "ana-again", world.token("ana")).await {
+                Ok(_) => break,
+                Err(status) => assert_eq!(status, 429),
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+}
+
+/// Beyond its message rate a connection is read more slowly: every message is still answered.
+#[test]
+fn a_fast_sender_is_slowed_down_not_cut_off() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(
+        world.data.path(),
+        &["--max-messages-per-second", "50", "--message-burst", "5"],
+    );
+    block_on(async {
+        let mut ana = connect(&relay, world.token("ana"), "ana-fast").await;
+        let empty = Automerge::new()
+            .generate_sync_message(&mut sync::State::new())
+            .unwrap();
+        let ids: Vec<String> = (0..40).map(|_| new_document_id()).collect();
+        for id in &ids {
+            let request = ana.sync_message("request", id, empty.clone().encode());
+            ana.send(request).await;
+        }
+        let mut answered = 0;
+        while answered < ids.len() {
+            let reply = ana.expect("doc-unavailable").await;
+            assert_eq!(
+                text_field(&reply, "documentId"),
+                Some(ids[answered].as_str())
+            );
+            answered += 1;
+        }
+    });
+    assert!(
+        relay.log_text().contains("message rate limit reached"),
+        "the relay slowed the connection down"
+    );
+}

@@ -194,6 +194,9 @@ pub fn config(data: &Path) -> ServeConfig {
         idle_timeout_secs: 300,
         send_queue_bytes: 8 * 1024 * 1024,
         max_documents_per_connection: 100_000,
+        max_connections_per_user: 16,
+        max_messages_per_second: 1_000,
+        message_burst: 100_000,
         allow_anonymous: true,
         behind_tls_proxy: false,
     }
