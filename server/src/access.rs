@@ -62,6 +62,9 @@ pub struct DocumentRecord {
     pub mentee: Option<i64>,
     /// `None` for documents written anonymously (development) or stored before accounts existed.
     pub creator: Option<i64>,
+    /// The pairing a session log, notes or directory belongs to; `None` for plans, untyped
+    /// documents and documents recorded before pairings were recorded.
+    pub pairing: Option<i64>,
 }
 
 /// What a user may do with a recorded document at `now`: the table of `docs/access.md`.
@@ -72,6 +75,12 @@ pub fn decide(accounts: &Accounts, record: &DocumentRecord, user: i64, now: i64)
     let coaching = |coach: i64| match (record.program, record.mentee) {
         (Some(program), Some(mentee)) => accounts.active_pairing(program, coach, mentee, now),
         _ => false,
+    };
+    // The document's own pairing, active, with `user` as its coach: a later pairing of the same
+    // coach and mentee does not revive the notes or directory of an ended one.
+    let coaching_its_pairing = |coach: i64| match record.pairing {
+        Some(pairing) => accounts.coaches_in(pairing, coach, now),
+        None => coaching(coach),
     };
     let is_mentee = record.mentee == Some(user);
     let coordinates =
@@ -99,7 +108,7 @@ pub fn decide(accounts: &Accounts, record: &DocumentRecord, user: i64, now: i64)
         }
         // The coach's private notes: that coach while the pairing is active; coordinators read.
         Kind::Notes => {
-            if record.coach == Some(user) && coaching(user) {
+            if record.coach == Some(user) && coaching_its_pairing(user) {
                 Access::ReadWrite
             } else {
                 read_if_coordinator
@@ -107,7 +116,7 @@ pub fn decide(accounts: &Accounts, record: &DocumentRecord, user: i64, now: i64)
         }
         // The pairing's directory: its mentee, and its coach while the pairing is active.
         Kind::Directory => {
-            if is_mentee || (record.coach == Some(user) && coaching(user)) {
+            if is_mentee || (record.coach == Some(user) && coaching_its_pairing(user)) {
                 Access::ReadWrite
             } else {
                 read_if_coordinator
@@ -118,11 +127,17 @@ pub fn decide(accounts: &Accounts, record: &DocumentRecord, user: i64, now: i64)
 
 /// Reads what a new document claims to be, and decides whether `user` may create it. `None` when
 /// it claims people or a program the relay does not know, or when `user` may not write it.
+///
+/// A session log, notes or directory belongs to the active pairing of the coach and mentee it
+/// names. `listed_in` is the pairing whose directory (as the relay holds it) lists the document,
+/// if one does: devices sync in any order, so the document may arrive before or after that entry,
+/// but if both are known they must agree.
 pub fn classify(
     accounts: &Accounts,
     doc: &Automerge,
     user: i64,
     now: i64,
+    listed_in: Option<i64>,
 ) -> Option<DocumentRecord> {
     let text = |key: &str| root_string(doc, key);
     let kind = text("type").map_or(Kind::Other, |t| Kind::parse(&t));
@@ -133,6 +148,7 @@ pub fn classify(
             coach: None,
             mentee: None,
             creator: Some(user),
+            pairing: None,
         });
     }
     let mentee = accounts.user_by_name(&text("mentee")?)?;
@@ -146,14 +162,15 @@ pub fn classify(
     {
         return None;
     }
-    let coach = match kind {
-        Kind::Plan => None,
+    let (coach, pairing) = match kind {
+        Kind::Plan => (None, None),
         _ => {
             let coach = accounts.user_by_name(&text("coach")?)?;
-            if !accounts.active_pairing(program, coach.id, mentee.id, now) {
+            let pairing = accounts.active_pairing_id(program, coach.id, mentee.id, now)?;
+            if kind != Kind::Directory && listed_in.is_some_and(|listed| listed != pairing) {
                 return None;
             }
-            Some(coach.id)
+            (Some(coach.id), Some(pairing))
         }
     };
     let record = DocumentRecord {
@@ -162,6 +179,7 @@ pub fn classify(
         coach,
         mentee: Some(mentee.id),
         creator: Some(user),
+        pairing,
     };
     let may_write = match kind {
         Kind::Plan => decide(accounts, &record, user, now) == Access::ReadWrite,
@@ -195,6 +213,9 @@ pub struct AccessState {
     /// Actors bound on first use, not yet committed.
     pub new_bindings: Vec<(Vec<u8>, i64)>,
     pub written: Vec<Written>,
+    /// Which pairing's directory lists a document, by the first directory seen listing it: what
+    /// a session log or notes arriving later is checked against.
+    pub listed: HashMap<DocumentId, i64>,
     /// Connections that sent changes under an actor not bound to their device or with someone
     /// else's authorship trailers; the hub closes them.
     pub violations: Vec<(ConnectionId, Violation)>,
@@ -217,6 +238,22 @@ impl AccessState {
                 // Nothing stored: the peer may offer it; `accept_changes` decides on creation.
                 None => Access::ReadWrite,
             },
+        }
+    }
+
+    /// Remembers which pairing a directory's entries belong to, once its changes are accepted.
+    /// The first directory listing a document wins.
+    pub fn note_listing(&mut self, document: &DocumentId, directory: &Automerge) {
+        let pairing = match self.record(document) {
+            Some(DocumentRecord {
+                kind: Kind::Directory,
+                pairing: Some(pairing),
+                ..
+            }) => *pairing,
+            _ => return,
+        };
+        for listed in directory_entries(directory) {
+            self.listed.entry(listed).or_insert(pairing);
         }
     }
 
@@ -309,14 +346,26 @@ impl AccessPolicy for RelayPolicy {
             .record(document)
             .is_some_and(|record| record.kind == Kind::Other && record.creator == Some(grant.user));
         if untyped_by_writer && classify_anonymous(&after).kind != Kind::Other {
-            match classify(&state.accounts, &after, grant.user, now_millis()) {
+            match classify(
+                &state.accounts,
+                &after,
+                grant.user,
+                now_millis(),
+                state.listed.get(document).copied(),
+            ) {
                 Some(record) => {
                     state.pending.insert(*document, record);
                 }
                 None => return Access::Read,
             }
         } else if !state.is_known(document) {
-            match classify(&state.accounts, &after, grant.user, now_millis()) {
+            match classify(
+                &state.accounts,
+                &after,
+                grant.user,
+                now_millis(),
+                state.listed.get(document).copied(),
+            ) {
                 Some(record) => {
                     state.pending.insert(*document, record);
                 }
@@ -324,6 +373,7 @@ impl AccessPolicy for RelayPolicy {
                 None => return Access::None,
             }
         }
+        state.note_listing(document, &after);
         for actor in binding {
             state.accounts.actors.insert(actor.clone(), grant.device);
             state.new_bindings.push((actor, grant.device));
@@ -360,7 +410,13 @@ impl AccessPolicy for RelayPolicy {
         if check_authorship(&mut state, peer.connection, document, &grant, &changes).is_none() {
             return Access::Read;
         }
-        match classify(&state.accounts, &after, grant.user, now_millis()) {
+        match classify(
+            &state.accounts,
+            &after,
+            grant.user,
+            now_millis(),
+            state.listed.get(document).copied(),
+        ) {
             Some(_) => Access::ReadWrite,
             None => Access::None,
         }
@@ -461,7 +517,20 @@ fn classify_anonymous(doc: &Automerge) -> DocumentRecord {
         coach: None,
         mentee: None,
         creator: None,
+        pairing: None,
     }
+}
+
+/// The documents a directory lists: the keys of its `entries` map that are document ids.
+pub fn directory_entries(doc: &Automerge) -> Vec<DocumentId> {
+    let Ok(Some((automerge::Value::Object(automerge::ObjType::Map), entries))) =
+        doc.get(automerge::ROOT, "entries")
+    else {
+        return Vec::new();
+    };
+    doc.keys(&entries)
+        .filter_map(|key| DocumentId::parse(&key).ok())
+        .collect()
 }
 
 /// A string at the root: a scalar string as Tandem writes it, or a text object as the JS

@@ -127,9 +127,33 @@ impl Accounts {
 
     /// Whether `coach` has an active pairing with `mentee` in `program` at `now`.
     pub fn active_pairing(&self, program: i64, coach: i64, mentee: i64, now: i64) -> bool {
-        self.pairings.iter().any(|p| {
-            p.program == program && p.coach == coach && p.mentee == mentee && p.is_active(now)
-        })
+        self.active_pairing_id(program, coach, mentee, now)
+            .is_some()
+    }
+
+    /// The active pairing of `coach` with `mentee` in `program` at `now` (the latest started, if
+    /// an administrator made several).
+    pub fn active_pairing_id(
+        &self,
+        program: i64,
+        coach: i64,
+        mentee: i64,
+        now: i64,
+    ) -> Option<i64> {
+        self.pairings
+            .iter()
+            .filter(|p| {
+                p.program == program && p.coach == coach && p.mentee == mentee && p.is_active(now)
+            })
+            .max_by_key(|p| (p.starts_at, p.id))
+            .map(|p| p.id)
+    }
+
+    /// Whether pairing `id` is active at `now` with `coach` as its coach.
+    pub fn coaches_in(&self, id: i64, coach: i64, now: i64) -> bool {
+        self.pairings
+            .iter()
+            .any(|p| p.id == id && p.coach == coach && p.is_active(now))
     }
 }
 
@@ -451,12 +475,20 @@ pub fn add_pairing(
     Ok(id)
 }
 
-/// A pairing as listed: id, program, coach, mentee, start, end.
-pub type PairingRow = (i64, String, String, String, i64, Option<i64>);
+/// A pairing as listed: id, program, coach, mentee, start, end, directory document id.
+pub type PairingRow = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<Vec<u8>>,
+);
 
 pub fn list_pairings(conn: &Connection) -> Result<Vec<PairingRow>> {
     let mut statement = conn.prepare(
-        "SELECT pa.id, pr.name, c.name, m.name, pa.starts_at, pa.ends_at
+        "SELECT pa.id, pr.name, c.name, m.name, pa.starts_at, pa.ends_at, pa.directory
          FROM pairings pa JOIN programs pr ON pr.id = pa.program
          JOIN users c ON c.id = pa.coach JOIN users m ON m.id = pa.mentee ORDER BY pa.id",
     )?;
@@ -468,6 +500,7 @@ pub fn list_pairings(conn: &Connection) -> Result<Vec<PairingRow>> {
             row.get(3)?,
             row.get(4)?,
             row.get(5)?,
+            row.get(6)?,
         ))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -183,10 +183,19 @@ pub fn run(command: AdminCommand, out: &mut dyn Write) -> Result<()> {
             writeln!(out, "pairing {id}: {coach} coaches {mentee}")?;
         }
         Admin::Pairing(PairingCommand::List) => {
-            for (id, program, coach, mentee, starts, ends) in accounts::list_pairings(conn)? {
+            for (id, program, coach, mentee, starts, ends, directory) in
+                accounts::list_pairings(conn)?
+            {
                 let ends = ends.map(instant).unwrap_or_else(|| "-".into());
                 let starts = instant(starts);
-                writeln!(out, "{id}\t{program}\t{coach}\t{mentee}\t{starts}\t{ends}")?;
+                // The pairing's directory document, as an automerge URL, once it reached the relay.
+                let directory = directory
+                    .and_then(|bytes| DocumentId::from_slice(&bytes).ok())
+                    .map_or_else(|| "-".to_owned(), |id| format!("automerge:{id}"));
+                writeln!(
+                    out,
+                    "{id}\t{program}\t{coach}\t{mentee}\t{starts}\t{ends}\t{directory}"
+                )?;
             }
         }
         Admin::Pairing(PairingCommand::End { id }) => {

@@ -200,6 +200,7 @@ impl Relay {
             let mut state = policy.lock();
             state.accounts = store.load_accounts()?;
             state.documents = store.document_records()?.into_iter().collect();
+            load_directory_listings(&*store, &mut state);
             state.accounts.revision
         };
         let engine = SyncEngine::with_policy(engine_config, Box::new(policy.clone()));
@@ -575,6 +576,34 @@ async fn poll_accounts(store: Arc<dyn RelayStore>, hub: mpsc::Sender<Command>, r
         };
         if hub.send(Command::Accounts(accounts)).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Which pairing's directory lists which document, from the stored directories: what a session
+/// log or notes document reaching the relay later is checked against. An unreadable directory
+/// is skipped (logged): its entries are then checked only against their own content.
+fn load_directory_listings(store: &dyn RelayStore, state: &mut crate::access::AccessState) {
+    let directories: Vec<DocumentId> = state
+        .documents
+        .iter()
+        .filter(|(_, record)| {
+            record.kind == crate::access::Kind::Directory && record.pairing.is_some()
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    for directory in directories {
+        let loaded = read_document(store, directory).ok().and_then(|stored| {
+            let bytes = stored.bytes?;
+            catch_unwind(|| automerge::Automerge::load(&bytes))
+                .ok()?
+                .ok()
+        });
+        match loaded {
+            Some(doc) => state.note_listing(&directory, &doc),
+            None => {
+                tracing::warn!(%directory, "a stored directory could not be read for its listing")
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_documents.sql"),
     include_str!("../../migrations/002_accounts.sql"),
     include_str!("../../migrations/003_heads.sql"),
+    include_str!("../../migrations/004_pairing_documents.sql"),
 ];
 
 /// The relay's SQLite database. One connection behind a mutex: SQLite has one writer anyway, and
@@ -132,7 +133,11 @@ impl RelayStore for SqliteStore {
             )?;
             let mut set_record = tx.prepare_cached(
                 "UPDATE documents SET kind = ?2, program = ?3, coach = ?4, mentee = ?5,
-                 creator = ?6 WHERE id = ?1",
+                 creator = ?6, pairing = ?7 WHERE id = ?1",
+            )?;
+            // A pairing's directory is the first one recorded for it.
+            let mut set_directory = tx.prepare_cached(
+                "UPDATE pairings SET directory = ?2 WHERE id = ?1 AND directory IS NULL",
             )?;
             let mut add_chunk = tx.prepare_cached(
                 "INSERT INTO chunks (document, is_snapshot, bytes, created_at)
@@ -159,7 +164,11 @@ impl RelayStore for SqliteStore {
                         record.coach,
                         record.mentee,
                         record.creator,
+                        record.pairing,
                     ])?;
+                    if let (Kind::Directory, Some(pairing)) = (record.kind, record.pairing) {
+                        set_directory.execute(params![pairing, id])?;
+                    }
                 }
                 add_chunk.execute(params![id, changes.bytes, now])?;
                 if let Some(heads) = &changes.heads {
@@ -313,8 +322,8 @@ impl RelayStore for SqliteStore {
 
     fn document_records(&self) -> Result<Vec<(DocumentId, DocumentRecord)>> {
         let conn = self.conn();
-        let mut statement =
-            conn.prepare("SELECT id, kind, program, coach, mentee, creator FROM documents")?;
+        let mut statement = conn
+            .prepare("SELECT id, kind, program, coach, mentee, creator, pairing FROM documents")?;
         let rows = statement.query_map([], |row| {
             let id: Vec<u8> = row.get(0)?;
             let kind: String = row.get(1)?;
@@ -326,6 +335,7 @@ impl RelayStore for SqliteStore {
                     coach: row.get(3)?,
                     mentee: row.get(4)?,
                     creator: row.get(5)?,
+                    pairing: row.get(6)?,
                 },
             ))
         })?;
@@ -423,6 +433,52 @@ mod tests {
             SqliteStore::open(&path).unwrap().storage_id().unwrap(),
             first
         );
+    }
+
+    /// Every table, index and column definition, as SQLite reports them.
+    fn schema(conn: &Connection) -> Vec<(String, String)> {
+        let mut statement = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_database_upgraded_from_every_earlier_version_equals_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh_path = dir.path().join("fresh.sqlite");
+        drop(SqliteStore::open(&fresh_path).unwrap());
+        let expected = schema(&Connection::open(&fresh_path).unwrap());
+        assert!(
+            expected
+                .iter()
+                .any(|(_, sql)| sql.contains("directory BLOB"))
+        );
+        for old in 0..MIGRATIONS.len() {
+            let path = dir.path().join(format!("from-{old}.sqlite"));
+            let mut conn = Connection::open(&path).unwrap();
+            for (index, sql) in MIGRATIONS.iter().enumerate().take(old) {
+                let tx = conn.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.pragma_update(None, "user_version", index as i64 + 1)
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            drop(conn);
+            let store = SqliteStore::open(&path).unwrap();
+            assert!(store.document_records().unwrap().is_empty(), "from {old}");
+            drop(store);
+            let upgraded = Connection::open(&path).unwrap();
+            let version: i64 = upgraded
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64, "from {old}");
+            assert_eq!(schema(&upgraded), expected, "upgraded from {old}");
+        }
     }
 
     #[test]

@@ -908,3 +908,84 @@ fn a_fast_sender_is_slowed_down_not_cut_off() {
         "the relay slowed the connection down"
     );
 }
+
+/// A directory of the pairing carl–ana listing `listed` (document id, kind).
+fn directory_listing(listed: &[(&str, &str)]) -> Automerge {
+    let mut doc = typed(
+        "directory",
+        &[("program", "north"), ("coach", "carl"), ("mentee", "ana")],
+    );
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        let entries = tx.put_object(automerge::ROOT, "entries", automerge::ObjType::Map)?;
+        for (id, kind) in listed {
+            let entry = tx.put_object(&entries, *id, automerge::ObjType::Map)?;
+            tx.put(&entry, "kind", *kind)?;
+            tx.put(&entry, "title", "")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    doc
+}
+
+/// Session logs, notes and directories belong to the pairing they reached the relay in: a new
+/// pairing of the same coach and mentee does not revive the notes or directory of an ended one
+/// (session logs stay readable by whoever coaches the mentee now, as the rules say); a document
+/// a pairing's directory lists must belong to that pairing, also after a restart; `admin pairing
+/// list` shows each pairing's directory.
+#[test]
+fn documents_belong_to_the_pairing_whose_directory_lists_them() {
+    let world = World::new();
+    let mut relay = RelayProcess::start_secure(world.data.path(), &[]);
+    let listed_session = new_document_id();
+    let (directory, notes, session) = block_on(async {
+        let mut carl = connect(&relay, world.token("carl"), "carl-1").await;
+        let directory = new_document_id();
+        let mut doc = directory_listing(&[(&listed_session, "session")]);
+        create(&mut carl, &directory, &mut doc).await.unwrap();
+        let notes = new_document_id();
+        let mut doc = typed("notes", &[("coach", "carl"), ("mentee", "ana")]);
+        create(&mut carl, &notes, &mut doc).await.unwrap();
+        let session = new_document_id();
+        let mut doc = typed("session", &[("coach", "carl"), ("mentee", "ana")]);
+        create(&mut carl, &session, &mut doc).await.unwrap();
+        (directory, notes, session)
+    });
+    let pairings = world.admin(&["pairing", "list"]);
+    assert!(
+        pairings
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(&format!("\tautomerge:{directory}")),
+        "{pairings}"
+    );
+    world.admin(&["pairing", "end", "1"]);
+    world.admin(&["pairing", "add", "--coach", "carl", "--mentee", "ana"]);
+    // A restart: the relay reads the pairings of documents and the directories' listings back.
+    relay.terminate();
+    relay.wait_for_exit(std::time::Duration::from_secs(10));
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    block_on(async {
+        let mut carl = connect(&relay, world.token("carl"), "carl-2").await;
+        let absent = fetch(&mut carl, &new_document_id()).await.unwrap_err();
+        for (what, id) in [("notes", &notes), ("directory", &directory)] {
+            let denied = fetch(&mut carl, id).await.unwrap_err();
+            assert_eq!(
+                normalized(&denied, "X"),
+                normalized(&absent, "X"),
+                "the {what} of the ended pairing"
+            );
+        }
+        fetch(&mut carl, &session).await.unwrap();
+        let mut ana = connect(&relay, world.token("ana"), "ana-2").await;
+        fetch(&mut ana, &directory).await.unwrap();
+        // The old pairing's directory lists `listed_session`: under the new pairing it is refused,
+        // as an absent document's creation would be; an unlisted one is accepted.
+        let mut doc = typed("session", &[("coach", "carl"), ("mentee", "ana")]);
+        let refused = create(&mut carl, &listed_session, &mut doc).await;
+        assert_eq!(message_type(&refused.unwrap_err()), "doc-unavailable");
+        let fresh = new_document_id();
+        create(&mut carl, &fresh, &mut doc).await.unwrap();
+    });
+}
