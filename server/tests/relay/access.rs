@@ -988,3 +988,49 @@ fn documents_belong_to_the_pairing_whose_directory_lists_them() {
         create(&mut carl, &fresh, &mut doc).await.unwrap();
     });
 }
+
+/// The matrix again with the official JS client (its token as `?token=`): every role finds what
+/// it may read, writes (and has stored) what it may write, and is told a forbidden document is
+/// unavailable in exactly the words used for a document nobody has.
+#[test]
+fn the_js_client_sees_the_same_matrix() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    let documents = block_on(make_documents(&relay, &world));
+    for (who, _, _) in PEOPLE {
+        let url = format!("{}/?token={}", relay.url(), world.token(who));
+        let absent = format!("automerge:{}", new_document_id());
+        let mut args = vec![format!("find:{absent}")];
+        for (kind, id) in &documents.ids {
+            let mode = if expected(who, kind) == May::Write {
+                "write"
+            } else {
+                "find"
+            };
+            args.push(format!("{mode}:automerge:{id}"));
+        }
+        let args: Vec<&str> = std::iter::once(url.as_str())
+            .chain(args.iter().map(String::as_str))
+            .collect();
+        let results = node_json("access.mjs", &args);
+        let absent_words = results[&absent]["unavailable"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{who}: an absent document is unavailable: {results}"))
+            .replace(&absent, "URL");
+        for (kind, id) in &documents.ids {
+            let result = &results[&format!("automerge:{id}")];
+            match expected(who, kind) {
+                May::No => {
+                    let words = result["unavailable"].as_str().unwrap_or_default();
+                    assert_eq!(
+                        words.replace(&format!("automerge:{id}"), "URL"),
+                        absent_words,
+                        "{who}/{kind}: {result}"
+                    );
+                }
+                May::Read => assert!(result["doc"].is_object(), "{who}/{kind}: {result}"),
+                May::Write => assert!(result["written"].is_array(), "{who}/{kind}: {result}"),
+            }
+        }
+    }
+}
