@@ -928,3 +928,71 @@ fn the_digest_covers_only_documents_the_peer_may_read() {
     let offered = any_doc_frames(&h, a, a_from);
     assert!(!offered.is_empty() && offered.iter().all(|d| *d == secret));
 }
+
+/// Lets nobody see anything that exists: every message a peer sends is answered by a phantom.
+struct DenyAll;
+
+impl AccessPolicy for DenyAll {
+    fn access(&self, _peer: &PeerInfo, _document: &DocumentId) -> Access {
+        Access::None
+    }
+}
+
+#[test]
+fn phantoms_are_bounded_per_connection_and_dropped_on_close() {
+    let limits = Limits {
+        max_documents_per_connection: 3,
+        ..Limits::default()
+    };
+    let mut h = Harness::default();
+    let r = h.add_with_policy(relay().with_limits(limits), Box::new(DenyAll));
+    let a = h.add(device("a"));
+    let (_, on_r) = h.connect(a, r);
+    h.run_until_quiet();
+    // A peer holding a document offers it (automerge's first message carries no changes).
+    let mut held = Automerge::new();
+    put(&mut held, "k", "v");
+    let offer =
+        automerge::sync::SyncDoc::generate_sync_message(&held, &mut automerge::sync::State::new())
+            .unwrap()
+            .encode();
+    let send_offer = |h: &mut Harness| {
+        let frame = Message::Sync {
+            sender_id: "a".into(),
+            target_id: "relay".into(),
+            document_id: DocumentId::random(),
+            data: offer.clone(),
+        };
+        h.inject(r, on_r, &frame.encode());
+        h.run_until_quiet();
+    };
+    for _ in 0..3 {
+        send_offer(&mut h);
+    }
+    // Each got its phantom; nothing was stored or made hot on the relay.
+    assert_eq!(h.engine(r).phantom_total(), 3);
+    assert_eq!(h.engine(r).hot_document_count(), 0);
+    assert!(!closed(&h, r, on_r));
+    // One more than the limit closes the connection, as sessions of absent documents do, and
+    // its phantoms go with it.
+    send_offer(&mut h);
+    assert!(closed(&h, r, on_r));
+    assert_eq!(h.engine(r).phantom_total(), 0);
+
+    // A connection that closes normally drops its phantoms too (a fresh device: `a` now holds
+    // the documents it was told of, and would offer them all).
+    let b = h.add(device("b"));
+    let (on_b, on_r) = h.connect(b, r);
+    h.run_until_quiet();
+    let frame = Message::Sync {
+        sender_id: "b".into(),
+        target_id: "relay".into(),
+        document_id: DocumentId::random(),
+        data: offer,
+    };
+    h.inject(r, on_r, &frame.encode());
+    h.run_until_quiet();
+    assert_eq!(h.engine(r).phantom_total(), 1);
+    h.drop_link(b, on_b);
+    assert_eq!(h.engine(r).phantom_total(), 0);
+}

@@ -15,8 +15,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use automerge::Automerge;
 use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ReadDoc};
 
 use super::SyncEngine;
 use crate::ids::DocumentId;
@@ -40,6 +40,25 @@ impl Phantom {
             session: PeerSession::new(None, Access::ReadWrite),
         }
     }
+}
+
+/// Whether a sync message brings any change to an empty document: its change chunks may be
+/// present yet hold none (automerge's v2 format). Unreadable chunks count as changes, for the
+/// policy to judge as it would for an absent document.
+fn carries_changes(message: &sync::Message) -> bool {
+    if message.changes.is_empty() {
+        return false;
+    }
+    catch_unwind(AssertUnwindSafe(|| {
+        let mut scratch = Automerge::new();
+        for chunk in message.changes.iter() {
+            if scratch.load_incremental(chunk).is_err() {
+                return true;
+            }
+        }
+        !scratch.get_heads().is_empty() || !scratch.get_missing_deps(&[]).is_empty()
+    }))
+    .unwrap_or(true)
 }
 
 impl SyncEngine {
@@ -89,7 +108,7 @@ impl SyncEngine {
                 return self.flush_phantom(connection, document);
             }
         };
-        if !message.changes.is_empty() {
+        if carries_changes(&message) {
             let verdict = match self.connections.get(&connection).and_then(Connection::peer) {
                 Some(peer) => self.policy.judge_creation(peer, &document, &message),
                 None => Access::None,
@@ -215,5 +234,11 @@ impl SyncEngine {
                 self.phantoms.remove(&connection);
             }
         }
+    }
+
+    /// How many phantoms the engine holds, over all connections.
+    #[cfg(test)]
+    pub(crate) fn phantom_total(&self) -> usize {
+        self.phantoms.values().map(|held| held.len()).sum()
     }
 }
