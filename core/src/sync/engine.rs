@@ -8,7 +8,7 @@ use automerge::PatchAction;
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, Prop};
 
-use super::digest::{self, DigestState, Held};
+use super::digest::{self, DigestState, Held, HeldIndex};
 use super::document::{HotDocument, PeerSession, PeerStatus, Queued};
 use super::message::{DigestStep, Message, PROTOCOL_VERSION};
 use super::{
@@ -42,6 +42,8 @@ pub struct SyncEngine {
     effects: Vec<Effect>,
     /// The reconnect digest exchange per connection (see `sync::digest`).
     digests: BTreeMap<ConnectionId, DigestState>,
+    /// Device: the entry hash of every loaded document at its current heads, kept as they move.
+    held_index: HeldIndex,
     /// Relay: the documents a connection was found to hold at our heads, by the entry hash they
     /// were equal at. Once one of them moves, the connection gets a session for it.
     subscribed: HashMap<ConnectionId, HashMap<DocumentId, u128>>,
@@ -82,6 +84,7 @@ impl SyncEngine {
             next_ticket: 0,
             effects: Vec::new(),
             digests: BTreeMap::new(),
+            held_index: HeldIndex::default(),
             subscribed: HashMap::new(),
             ticket_heads: HashMap::new(),
             #[cfg(test)]
@@ -275,7 +278,11 @@ impl SyncEngine {
                 };
                 if use_digest && !heads.is_empty() {
                     if self.decide(connection, &id) != Access::None {
-                        let hash = digest::entry_hash(&id, &heads);
+                        // Rehashes only if the heads moved without a flush (none should).
+                        let hash = self
+                            .held_index
+                            .record(id, &heads)
+                            .unwrap_or_else(|| digest::entry_hash(&id, &heads));
                         held.insert(id, Held { heads, hash });
                     }
                     continue;
@@ -284,11 +291,18 @@ impl SyncEngine {
                 self.flush(id);
             }
             if use_digest && !held.is_empty() {
+                // The running total, less the documents not offered (loading, or not readable
+                // by this peer).
+                let mut total = self.held_index.total();
+                for (document, entry) in self.held_index.iter() {
+                    if !held.contains_key(document) {
+                        total ^= entry.hash;
+                    }
+                }
+                debug_assert_eq!(total, digest::total(held.values().map(|h| &h.hash)));
                 let step = DigestStep::Offer {
                     count: held.len() as u64,
-                    digest: digest::total(held.values().map(|h| &h.hash))
-                        .to_be_bytes()
-                        .to_vec(),
+                    digest: total.to_be_bytes().to_vec(),
                 };
                 self.digests.insert(connection, DigestState::Offered(held));
                 self.send_digest(connection, step);
@@ -370,6 +384,20 @@ impl SyncEngine {
                 self.subscribed.insert(connection, equal);
                 self.digests.insert(connection, DigestState::Done);
                 self.send_digest(connection, DigestStep::Differ(differ));
+                // Speak first about the differing documents instead of waiting for the device's
+                // offer: our message (heads and have) travels with `differ`, which saves a round
+                // trip (see `sync::digest`). Past the per-connection session limit, the rest is
+                // left to the device's offers, which get the usual answer.
+                let room = self
+                    .config
+                    .limits
+                    .max_documents_per_connection
+                    .saturating_sub(self.session_count(connection));
+                let mut differing: Vec<DocumentId> = differing.into_iter().collect();
+                differing.sort();
+                for document in differing.into_iter().take(room) {
+                    self.start_digest_session(connection, document);
+                }
             }
             (Role::Device, DigestStep::Match) => {
                 let Some(DigestState::Offered(held)) = self.digests.remove(&connection) else {
@@ -421,6 +449,29 @@ impl SyncEngine {
             }
             (role, step) => {
                 tracing::debug!(%connection, ?role, ?step, "ignoring an unexpected digest step");
+            }
+        }
+    }
+
+    /// Relay: starts syncing a document the digest found differing with the device on
+    /// `connection`, loading it first if it is not hot. Documents the peer may not read are left
+    /// to the device's own offer, which gets the same answer as for an absent document.
+    fn start_digest_session(&mut self, connection: ConnectionId, document: DocumentId) {
+        let access = self.decide(connection, &document);
+        if access == Access::None {
+            return;
+        }
+        match self.documents.get_mut(&document) {
+            Some(hot) if hot.doc.is_some() => {
+                self.ensure_session(document, connection, access);
+                self.flush(document);
+            }
+            Some(hot) => hot.start_sessions.push(connection),
+            None => {
+                let mut hot = HotDocument::loading();
+                hot.start_sessions.push(connection);
+                self.documents.insert(document, hot);
+                self.effects.push(Effect::LoadDocument { document });
             }
         }
     }
@@ -537,6 +588,7 @@ impl SyncEngine {
         hot.saved_states = stored.sync_states.into_iter().collect();
         let queued = std::mem::take(&mut hot.queued);
         let resume = std::mem::take(&mut hot.resume_sessions);
+        let start = std::mem::take(&mut hot.start_sessions);
         for connection in resume {
             let access = self.decide(connection, &document);
             if access != Access::None {
@@ -548,6 +600,12 @@ impl SyncEngine {
                 {
                     session.state.needs_reset = true;
                 }
+            }
+        }
+        for connection in start {
+            let access = self.decide(connection, &document);
+            if access != Access::None {
+                self.ensure_session(document, connection, access);
             }
         }
         for input in queued {
@@ -572,6 +630,7 @@ impl SyncEngine {
         let Some(hot) = self.documents.remove(&document) else {
             return;
         };
+        self.held_index.remove(&document);
         for input in hot.queued {
             self.send_unavailable(input.connection, document);
         }
@@ -685,6 +744,7 @@ impl SyncEngine {
         match self.documents.get(&document) {
             Some(hot) if hot.doc.is_some() && hot.pending.is_empty() => {
                 self.documents.remove(&document);
+                self.held_index.remove(&document);
                 true
             }
             _ => false,
@@ -1054,6 +1114,11 @@ impl SyncEngine {
         let Some(hot) = self.documents.get(&document) else {
             return;
         };
+        if self.config.role == Role::Device
+            && let Some(doc) = hot.doc.as_ref()
+        {
+            self.held_index.record(document, &doc.get_heads());
+        }
         if hot.doc.is_none() || !hot.pending.is_empty() {
             return;
         }
@@ -1168,6 +1233,7 @@ impl SyncEngine {
         let Some(old) = self.documents.remove(&document) else {
             return;
         };
+        self.held_index.remove(&document);
         self.tickets.retain(|_, d| *d != document);
         let hot = HotDocument {
             wanted_locally: old.wanted_locally,
@@ -1300,6 +1366,7 @@ impl SyncEngine {
             }
             hot.queued.retain(|q| q.connection != connection);
             hot.resume_sessions.retain(|c| *c != connection);
+            hot.start_sessions.retain(|c| *c != connection);
         }
         if let Connection::Established(peer) = state {
             self.effects.push(Effect::PeerLeft(peer));

@@ -913,3 +913,58 @@ fn the_digest_covers_only_documents_the_peer_may_read() {
     assert!(unavailable_sent(&h, r, secret));
     assert_eq!(any_doc_frames(&h, a, a_from), vec![secret]);
 }
+
+#[test]
+fn a_reconnect_with_changes_on_both_sides_converges_in_three_round_trips() {
+    let (mut h, r, a, docs) = synced_then_apart(300);
+    // While `a` is away: it edits five documents, and another device edits five others.
+    for doc in &docs[..5] {
+        h.engine(a)
+            .local_change(*doc, |d| put(d, "offline", "a"))
+            .unwrap();
+    }
+    let b = h.add(device("b"));
+    let (on_b, _) = h.connect(b, r);
+    for doc in &docs[10..15] {
+        h.engine(b).open_document(*doc);
+    }
+    h.run_until_quiet();
+    for doc in &docs[10..15] {
+        h.engine(b)
+            .local_change(*doc, |d| put(d, "remote", "b"))
+            .unwrap();
+    }
+    h.run_until_quiet();
+    h.drop_link(b, on_b);
+    h.run_until_quiet();
+
+    let (on_a, _) = h.connect(a, r);
+    let converged = |h: &mut Harness| {
+        docs.iter().all(|doc| {
+            h.engine(a).heads(doc) == h.engine(r).heads(doc) && h.engine(a).in_sync_with(doc, on_a)
+        })
+    };
+    let mut rounds = 0;
+    while !converged(&mut h) {
+        assert!(
+            h.deliver_round(),
+            "the network went quiet before converging"
+        );
+        rounds += 1;
+        assert!(rounds <= 20, "no convergence after 20 rounds");
+    }
+    // Two rounds of handshake (`join`, `peer`), then offer/buckets, entries/differ with the
+    // relay's first sync messages, and the device's changes and answers with the relay's.
+    assert!(
+        rounds <= 2 + 6,
+        "converged after {rounds} rounds: more than 3 round trips after the handshake"
+    );
+    for doc in &docs[..5] {
+        assert_eq!(get(&mut h, r, *doc, "offline").as_deref(), Some("a"));
+    }
+    for doc in &docs[10..15] {
+        assert_eq!(get(&mut h, a, *doc, "remote").as_deref(), Some("b"));
+    }
+    h.run_until_quiet();
+    assert!(converged(&mut h));
+}
