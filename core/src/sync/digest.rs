@@ -228,6 +228,14 @@ pub(crate) enum DigestState {
     Loading { count: u64, digest: Vec<u8> },
     /// Relay: buckets sent; its entries, to compare the device's with.
     Answered(HashMap<DocumentId, u128>),
+    /// Relay: the differing documents it starts syncing are loading. Once all are loaded, our
+    /// first sync messages for them go out together, then `differ`, so that the device answers
+    /// them all in one flight (instead of offering those documents itself).
+    Starting {
+        differ: Vec<u8>,
+        loading: HashSet<DocumentId>,
+        ready: Vec<DocumentId>,
+    },
     /// Relay: the exchange is over.
     Done,
 }

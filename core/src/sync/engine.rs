@@ -382,12 +382,11 @@ impl SyncEngine {
                     })
                     .collect();
                 self.subscribed.insert(connection, equal);
-                self.digests.insert(connection, DigestState::Done);
-                self.send_digest(connection, DigestStep::Differ(differ));
                 // Speak first about the differing documents instead of waiting for the device's
-                // offer: our message (heads and have) travels with `differ`, which saves a round
-                // trip (see `sync::digest`). Past the per-connection session limit, the rest is
-                // left to the device's offers, which get the usual answer.
+                // offer: our messages (heads and have) go out before `differ`, so the device's
+                // next flight answers them, which saves a round trip (see `sync::digest`). Past
+                // the per-connection session limit, the rest is left to the device's offers,
+                // which get the usual answer.
                 let room = self
                     .config
                     .limits
@@ -395,9 +394,26 @@ impl SyncEngine {
                     .saturating_sub(self.session_count(connection));
                 let mut differing: Vec<DocumentId> = differing.into_iter().collect();
                 differing.sort();
+                let mut loading = HashSet::new();
+                let mut ready = Vec::new();
                 for document in differing.into_iter().take(room) {
-                    self.start_digest_session(connection, document);
+                    match self.prepare_digest_session(connection, document) {
+                        Some(true) => ready.push(document),
+                        Some(false) => {
+                            loading.insert(document);
+                        }
+                        None => {}
+                    }
                 }
+                self.digests.insert(
+                    connection,
+                    DigestState::Starting {
+                        differ,
+                        loading,
+                        ready,
+                    },
+                );
+                self.start_digest_sessions(connection);
             }
             (Role::Device, DigestStep::Match) => {
                 let Some(DigestState::Offered(held)) = self.digests.remove(&connection) else {
@@ -453,27 +469,75 @@ impl SyncEngine {
         }
     }
 
-    /// Relay: starts syncing a document the digest found differing with the device on
-    /// `connection`, loading it first if it is not hot. Documents the peer may not read are left
-    /// to the device's own offer, which gets the same answer as for an absent document.
-    fn start_digest_session(&mut self, connection: ConnectionId, document: DocumentId) {
-        let access = self.decide(connection, &document);
-        if access == Access::None {
-            return;
+    /// Relay: gets a document the digest found differing with the device on `connection` ready
+    /// for us to start its sync: `Some(true)` if it is loaded, `Some(false)` if it is loading
+    /// now. Documents the peer may not read (`None`) are left to the device's own offer, which
+    /// gets the same answer as for an absent document.
+    fn prepare_digest_session(
+        &mut self,
+        connection: ConnectionId,
+        document: DocumentId,
+    ) -> Option<bool> {
+        if self.decide(connection, &document) == Access::None {
+            return None;
         }
         match self.documents.get_mut(&document) {
-            Some(hot) if hot.doc.is_some() => {
-                self.ensure_session(document, connection, access);
-                self.flush(document);
+            Some(hot) if hot.doc.is_some() => Some(true),
+            Some(hot) => {
+                hot.start_sessions.push(connection);
+                Some(false)
             }
-            Some(hot) => hot.start_sessions.push(connection),
             None => {
                 let mut hot = HotDocument::loading();
                 hot.start_sessions.push(connection);
                 self.documents.insert(document, hot);
                 self.effects.push(Effect::LoadDocument { document });
+                Some(false)
             }
         }
+    }
+
+    /// Relay: a document prepared for the digest exchanges in `connections` loaded (`loaded`)
+    /// or failed to.
+    fn digest_start_settled(
+        &mut self,
+        document: DocumentId,
+        connections: &[ConnectionId],
+        loaded: bool,
+    ) {
+        for connection in connections {
+            let Some(DigestState::Starting { loading, ready, .. }) =
+                self.digests.get_mut(connection)
+            else {
+                continue;
+            };
+            if loading.remove(&document) && loaded {
+                ready.push(document);
+            }
+            self.start_digest_sessions(*connection);
+        }
+    }
+
+    /// Relay: once nothing it prepared is loading, sends our first sync message for every
+    /// prepared document, then `differ`.
+    fn start_digest_sessions(&mut self, connection: ConnectionId) {
+        match self.digests.get(&connection) {
+            Some(DigestState::Starting { loading, .. }) if loading.is_empty() => {}
+            _ => return,
+        }
+        let Some(DigestState::Starting { differ, ready, .. }) =
+            self.digests.insert(connection, DigestState::Done)
+        else {
+            return;
+        };
+        for document in ready {
+            let access = self.decide(connection, &document);
+            if access != Access::None {
+                self.ensure_session(document, connection, access);
+                self.flush(document);
+            }
+        }
+        self.send_digest(connection, DigestStep::Differ(differ));
     }
 
     /// The driver's answer to [`Effect::LoadPeerIndex`]: the documents synced with the peer on
@@ -602,12 +666,6 @@ impl SyncEngine {
                 }
             }
         }
-        for connection in start {
-            let access = self.decide(connection, &document);
-            if access != Access::None {
-                self.ensure_session(document, connection, access);
-            }
-        }
         for input in queued {
             if self.connections.contains_key(&input.connection) {
                 self.apply_sync(document, input);
@@ -621,6 +679,7 @@ impl SyncEngine {
         }
         self.report_if_unavailable(document);
         self.flush(document);
+        self.digest_start_settled(document, &start, true);
         Ok(())
     }
 
@@ -631,6 +690,7 @@ impl SyncEngine {
             return;
         };
         self.held_index.remove(&document);
+        self.digest_start_settled(document, &hot.start_sessions, false);
         for input in hot.queued {
             self.send_unavailable(input.connection, document);
         }
@@ -1238,6 +1298,7 @@ impl SyncEngine {
         let hot = HotDocument {
             wanted_locally: old.wanted_locally,
             resume_sessions: old.sessions.keys().copied().collect(),
+            start_sessions: old.start_sessions,
             queued: old.queued,
             ..HotDocument::default()
         };
