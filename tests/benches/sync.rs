@@ -5,7 +5,8 @@
 //! Run with `scripts/bench-sync.sh` (it builds the release relay first); it prints a table. Three
 //! workloads, each against a fresh server process:
 //! 1. a fresh device downloads documents it knows the ids of;
-//! 2. a device holding many synced documents reconnects with nothing changed;
+//! 2. a device holding many synced documents reconnects with nothing changed, then again with a few
+//!    documents changed on both sides;
 //! 3. a writer edits documents that many connected clients are syncing; delivery latency.
 //!
 //! Sizes come from `TANDEM_BENCH_*` environment variables (see [`Sizes::from_env`]). Every wait has

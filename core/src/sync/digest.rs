@@ -11,11 +11,12 @@
 //! 3. on buckets, the device sends `entries` (id, 8-byte hash) of its documents in the buckets
 //!    that differ, and the relay answers `differ` with the listed documents whose hash it does
 //!    not share. Only those documents run the automerge sync protocol, and the relay starts it:
-//!    its first sync message for each (heads and `have`, from the saved sync state) follows
-//!    `differ` at once, so that the device's next flight already carries the changes the relay
-//!    lacks, and the relay's answer to it the changes the device lacks. A reconnect with some
-//!    documents changed on either side therefore converges in three round trips after the
-//!    handshake (offer/buckets, entries/differ, then the changes).
+//!    it loads them, sends its first sync message for all of them (heads and `have`, from the
+//!    saved sync state) and then `differ`, so that the device's next flight answers them with the
+//!    changes the relay lacks, and the relay's answer to that carries the changes the device
+//!    lacks. A reconnect with some documents changed on either side therefore converges in three
+//!    round trips after the handshake (offer/buckets, entries/first messages and differ, then
+//!    the changes).
 //!
 //! Documents found equal need no session: the relay subscribes the connection to them (it opens
 //! a session as soon as one of them moves), and the device counts the relay as holding its heads.
