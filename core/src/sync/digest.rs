@@ -40,6 +40,10 @@ pub(crate) const ID_BYTES: usize = 16;
 pub(crate) const HASH_BYTES: usize = 8;
 /// Most buckets the relay uses (8 KiB of bucket digests).
 const MAX_BUCKETS: usize = 1024;
+/// Most differing documents the relay loads and starts syncing itself before `differ`; past
+/// that (a relay that lost its state, say) the device offers the rest, and `differ` is not held
+/// back by thousands of loads.
+pub(crate) const MAX_RELAY_STARTS: usize = 256;
 
 /// The hash of one document at some heads.
 pub(crate) fn entry_hash(document: &DocumentId, heads: &[ChangeHash]) -> u128 {

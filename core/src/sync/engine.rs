@@ -385,8 +385,8 @@ impl SyncEngine {
                 // Speak first about the differing documents instead of waiting for the device's
                 // offer: our messages (heads and have) go out before `differ`, so the device's
                 // next flight answers them, which saves a round trip (see `sync::digest`). Past
-                // the per-connection session limit, the rest is left to the device's offers,
-                // which get the usual answer.
+                // `MAX_RELAY_STARTS` or the per-connection session limit, the rest is left to the
+                // device's offers, which get the usual answer.
                 let room = self
                     .config
                     .limits
@@ -396,7 +396,10 @@ impl SyncEngine {
                 differing.sort();
                 let mut loading = HashSet::new();
                 let mut ready = Vec::new();
-                for document in differing.into_iter().take(room) {
+                for document in differing
+                    .into_iter()
+                    .take(room.min(digest::MAX_RELAY_STARTS))
+                {
                     match self.prepare_digest_session(connection, document) {
                         Some(true) => ready.push(document),
                         Some(false) => {

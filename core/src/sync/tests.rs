@@ -988,3 +988,28 @@ fn reconnect_with_changes_on_both_sides(cold: bool) {
     h.run_until_quiet();
     assert!(converged(&mut h));
 }
+
+#[test]
+fn past_the_relay_start_limit_the_device_offers_the_remaining_differing_documents() {
+    let (mut h, r, a, docs) = synced_then_apart(super::digest::MAX_RELAY_STARTS + 40);
+    for doc in &docs {
+        h.engine(a)
+            .local_change(*doc, |d| put(d, "offline", "a"))
+            .unwrap();
+    }
+    for doc in &docs {
+        assert!(h.engine(r).evict(*doc));
+    }
+    let r_from = h.nodes[r].sent.len();
+    let (on_a, _) = h.connect(a, r);
+    h.run_until_quiet();
+    assert!(
+        digest_steps(&h, r, r_from)
+            .iter()
+            .any(|step| matches!(step, super::DigestStep::Differ(_)))
+    );
+    for doc in &docs {
+        assert!(h.engine(a).in_sync_with(doc, on_a));
+        assert_eq!(get(&mut h, r, *doc, "offline").as_deref(), Some("a"));
+    }
+}
