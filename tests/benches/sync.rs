@@ -626,14 +626,39 @@ async fn drive(
     let connection = device.engine.connection_opened(Direction::Outgoing);
     device.connection = Some(connection);
     let mut open = carry_out(&mut device, &out, &reporter);
+    // `TANDEM_BENCH_DELAY_MS`: every frame from the server is handed to the engine that much
+    // later, as over a network with that round trip; frames due within half of it are handled
+    // together (they left the server as one burst).
+    let delay = Duration::from_millis(
+        std::env::var("TANDEM_BENCH_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0),
+    );
+    let mut delayed: std::collections::VecDeque<(Instant, Incoming)> = Default::default();
+    let mut stream_done = false;
     while open {
+        let due = delayed.front().map(|(at, _)| *at);
         tokio::select! {
-            frame = stream.next() => {
-                open = receive(&mut device, connection, frame, &reporter);
-                // Frames that arrived together are handled before anything goes out, so the
-                // answers to them leave as one flight.
-                while open && let Some(frame) = stream.next().now_or_never() {
+            frame = stream.next(), if !stream_done => {
+                if delay.is_zero() {
                     open = receive(&mut device, connection, frame, &reporter);
+                    // Frames that arrived together are handled before anything goes out, so the
+                    // answers to them leave as one flight.
+                    while open && let Some(frame) = stream.next().now_or_never() {
+                        open = receive(&mut device, connection, frame, &reporter);
+                    }
+                } else {
+                    stream_done = !matches!(frame, Some(Ok(_)));
+                    delayed.push_back((Instant::now() + delay, frame));
+                }
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
+                let until = Instant::now() + delay / 2;
+                while open && delayed.front().is_some_and(|(at, _)| *at <= until) {
+                    if let Some((_, frame)) = delayed.pop_front() {
+                        open = receive(&mut device, connection, frame, &reporter);
+                    }
                 }
             }
             command = commands.recv() => match command {
@@ -654,11 +679,14 @@ async fn drive(
     device
 }
 
+/// One item from the websocket.
+type Incoming = Option<Result<tungstenite::Message, tungstenite::Error>>;
+
 /// Hands one websocket item to the engine; false once the connection is gone.
 fn receive(
     device: &mut Device,
     connection: ConnectionId,
-    frame: Option<Result<tungstenite::Message, tungstenite::Error>>,
+    frame: Incoming,
     reporter: &Reporter,
 ) -> bool {
     match frame {
