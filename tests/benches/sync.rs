@@ -5,7 +5,8 @@
 //! Run with `scripts/bench-sync.sh` (it builds the release relay first); it prints a table. Three
 //! workloads, each against a fresh server process:
 //! 1. a fresh device downloads documents it knows the ids of;
-//! 2. a device holding many synced documents reconnects with nothing changed;
+//! 2. a device holding many synced documents reconnects with nothing changed, then again with a few
+//!    documents changed on both sides;
 //! 3. a writer edits documents that many connected clients are syncing; delivery latency.
 //!
 //! Sizes come from `TANDEM_BENCH_*` environment variables (see [`Sizes::from_env`]). Every wait has
@@ -14,14 +15,14 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use automerge::transaction::Transactable;
-use automerge::{AutomergeError, ChangeHash, ROOT};
-use futures_util::{SinkExt, StreamExt};
+use automerge::{AutomergeError, ChangeHash, ROOT, ReadDoc};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tandem_core::DocumentId;
 use tandem_core::sync::{
     ConnectionId, Direction, Effect, EngineConfig, Message, Role, StorageId, StoredDocument,
@@ -48,6 +49,9 @@ const STARTUP: Duration = Duration::from_secs(30);
 struct Sizes {
     fresh_documents: usize,
     idle_documents: usize,
+    /// Workload 2, second reconnect: documents changed while the device was away (half on the
+    /// device, half by another device through the server).
+    changed_documents: usize,
     subscribers: usize,
     latency_documents: usize,
     rounds: usize,
@@ -87,6 +91,7 @@ impl Sizes {
         let sizes = Self {
             fresh_documents: number("TANDEM_BENCH_FRESH_DOCS", 1_000)?,
             idle_documents: number("TANDEM_BENCH_IDLE_DOCS", 10_000)?,
+            changed_documents: number("TANDEM_BENCH_CHANGED_DOCS", 10)?,
             subscribers: number("TANDEM_BENCH_SUBSCRIBERS", 500)?,
             latency_documents: number("TANDEM_BENCH_LATENCY_DOCS", 50)?,
             rounds: number("TANDEM_BENCH_ROUNDS", 100)?,
@@ -110,6 +115,9 @@ impl Sizes {
             timeout: Duration::from_secs(number("TANDEM_BENCH_TIMEOUT_SECS", 120)? as u64),
             servers,
         };
+        if sizes.changed_documents > sizes.idle_documents {
+            bail!("more changed documents than idle documents");
+        }
         if sizes.latency_documents == 0 || sizes.subscribers < sizes.latency_documents {
             bail!("need at least one latency document and one subscriber per document");
         }
@@ -311,6 +319,10 @@ struct Traffic {
     received_messages: AtomicU64,
     /// When the last frame went either way, in microseconds since `epoch`.
     last_frame_micros: AtomicU64,
+    /// Flights: times the client sent after hearing from the server since it last sent. Frames
+    /// that arrive together are handled together, so a flight answers everything that came in.
+    flights: AtomicU64,
+    heard: AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -330,6 +342,11 @@ impl Traffic {
         };
         b.fetch_add(bytes as u64, Ordering::Relaxed);
         m.fetch_add(1, Ordering::Relaxed);
+        if !sent {
+            self.heard.store(true, Ordering::Relaxed);
+        } else if self.heard.swap(false, Ordering::Relaxed) {
+            self.flights.fetch_add(1, Ordering::Relaxed);
+        }
         self.last_frame_micros
             .store(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
@@ -354,6 +371,18 @@ struct Device {
     count_per_document: bool,
     /// Workload 6: while set, the driver writes again each time the server acknowledged.
     ingest: Option<Ingest>,
+    /// The connection the driver opened, once it did.
+    connection: Option<ConnectionId>,
+    /// Workload 2: documents whose reconnect is timed.
+    watch: Option<Watch>,
+}
+
+/// Documents whose reconnect is timed: when (and after how many flights) the server first
+/// advertised our heads of every one of them.
+#[derive(Debug)]
+struct Watch {
+    documents: Arc<Vec<DocumentId>>,
+    done: Option<(Instant, u64)>,
 }
 
 /// One ingest writer: a change, then the next as soon as the server advertised our heads.
@@ -378,6 +407,8 @@ impl Device {
             sent_per_document: HashMap::new(),
             count_per_document: false,
             ingest: None,
+            connection: None,
+            watch: None,
         }
     }
 
@@ -593,31 +624,43 @@ async fn drive(
         }
     });
     let connection = device.engine.connection_opened(Direction::Outgoing);
+    device.connection = Some(connection);
     let mut open = carry_out(&mut device, &out, &reporter);
+    // `TANDEM_BENCH_DELAY_MS`: every frame from the server is handed to the engine that much
+    // later, as over a network with that round trip; frames due within half of it are handled
+    // together (they left the server as one burst).
+    let delay = Duration::from_millis(
+        std::env::var("TANDEM_BENCH_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0),
+    );
+    let mut delayed: std::collections::VecDeque<(Instant, Incoming)> = Default::default();
+    let mut stream_done = false;
     while open {
+        let due = delayed.front().map(|(at, _)| *at);
         tokio::select! {
-            frame = stream.next() => match frame {
-                Some(Ok(tungstenite::Message::Binary(bytes))) => {
-                    reporter.traffic.record(reporter.epoch, bytes.len(), false);
-                    device.engine.frame_received(connection, &bytes);
+            frame = stream.next(), if !stream_done => {
+                if delay.is_zero() {
+                    open = receive(&mut device, connection, frame, &reporter);
+                    // Frames that arrived together are handled before anything goes out, so the
+                    // answers to them leave as one flight.
+                    while open && let Some(frame) = stream.next().now_or_never() {
+                        open = receive(&mut device, connection, frame, &reporter);
+                    }
+                } else {
+                    stream_done = !matches!(frame, Some(Ok(_)));
+                    delayed.push_back((Instant::now() + delay, frame));
                 }
-                Some(Ok(tungstenite::Message::Close(frame))) => {
-                    device.engine.connection_closed(connection);
-                    reporter.event(Event::Closed(format!("server closed: {frame:?}")));
-                    open = false;
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
+                let until = Instant::now() + delay / 2;
+                while open && delayed.front().is_some_and(|(at, _)| *at <= until) {
+                    if let Some((_, frame)) = delayed.pop_front() {
+                        open = receive(&mut device, connection, frame, &reporter);
+                    }
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    device.engine.connection_closed(connection);
-                    reporter.event(Event::Closed(format!("websocket error: {e}")));
-                    open = false;
-                }
-                None => {
-                    device.engine.connection_closed(connection);
-                    reporter.event(Event::Closed("server went away".into()));
-                    open = false;
-                }
-            },
+            }
             command = commands.recv() => match command {
                 Some(Order::Run(job)) => job(&mut device, connection),
                 Some(Order::Leave) | None => {
@@ -634,6 +677,59 @@ async fn drive(
     drop(out);
     let _ = writer.await;
     device
+}
+
+/// One item from the websocket.
+type Incoming = Option<Result<tungstenite::Message, tungstenite::Error>>;
+
+/// Hands one websocket item to the engine; false once the connection is gone.
+fn receive(
+    device: &mut Device,
+    connection: ConnectionId,
+    frame: Incoming,
+    reporter: &Reporter,
+) -> bool {
+    match frame {
+        Some(Ok(tungstenite::Message::Binary(bytes))) => {
+            reporter.traffic.record(reporter.epoch, bytes.len(), false);
+            device.engine.frame_received(connection, &bytes);
+            true
+        }
+        Some(Ok(tungstenite::Message::Close(frame))) => {
+            device.engine.connection_closed(connection);
+            reporter.event(Event::Closed(format!("server closed: {frame:?}")));
+            false
+        }
+        Some(Ok(_)) => true,
+        Some(Err(e)) => {
+            device.engine.connection_closed(connection);
+            reporter.event(Event::Closed(format!("websocket error: {e}")));
+            false
+        }
+        None => {
+            device.engine.connection_closed(connection);
+            reporter.event(Event::Closed("server went away".into()));
+            false
+        }
+    }
+}
+
+/// Workload 2: records when the server first advertised our heads of every watched document
+/// (once the client has sent its first flight, before which no session exists to tell).
+fn check_watch(device: &mut Device, traffic: &Traffic) {
+    let (Some(watch), Some(connection)) = (device.watch.as_mut(), device.connection) else {
+        return;
+    };
+    let flights = traffic.flights.load(Ordering::Relaxed);
+    if watch.done.is_none()
+        && flights > 0
+        && watch
+            .documents
+            .iter()
+            .all(|d| device.engine.in_sync_with(d, connection))
+    {
+        watch.done = Some((Instant::now(), flights));
+    }
 }
 
 /// Workload 6: once the server advertised our heads, counts the acknowledgement and writes the
@@ -678,6 +774,8 @@ fn carry_out(
 ) -> bool {
     let mut open = true;
     loop {
+        // Before the answers go out: a reply sent after everything is in sync is no round trip.
+        check_watch(device, &reporter.traffic);
         let effects = device.engine.take_effects();
         if effects.is_empty() {
             return open;
@@ -885,6 +983,12 @@ async fn fresh_device(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::Resu
         "seeding upload (not the measure)".into(),
         Figure::Millis(ms(upload)),
     ));
+    // The anchor for the bytes: what the documents take compacted (`Automerge::save`).
+    let snapshots: u64 = documents
+        .iter()
+        .filter_map(|d| seeder.engine.save_document(d))
+        .map(|bytes| bytes.len() as u64)
+        .sum();
     let mut expected: HashMap<DocumentId, Vec<ChangeHash>> = documents
         .iter()
         .map(|d| {
@@ -943,7 +1047,21 @@ async fn fresh_device(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::Resu
         "wall time until all complete".into(),
         Figure::Millis(ms(took)),
     ));
-    traffic_rows(&workload, difference(after, before), rows);
+    let traffic = difference(after, before);
+    traffic_rows(&workload, traffic, rows);
+    rows.push((
+        workload.clone(),
+        "sum of the documents' snapshots (save())".into(),
+        Figure::Bytes(snapshots),
+    ));
+    rows.push((
+        workload,
+        "bytes received / sum of snapshots".into(),
+        Figure::Text(format!(
+            "{:.2}",
+            traffic.received_bytes as f64 / snapshots.max(1) as f64
+        )),
+    ));
     Ok(())
 }
 
@@ -984,7 +1102,7 @@ async fn idle_reconnect(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::Re
             )
         })
         .await?;
-    client.leave().await?;
+    let device = client.leave().await?;
     while let Ok((_, event)) = events.try_recv() {
         if let Event::Closed(reason) = event
             && !reason.starts_with("server closed")
@@ -1015,6 +1133,143 @@ async fn idle_reconnect(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::Re
         "bytes both ways per document".into(),
         Figure::Count(
             (traffic.sent_bytes + traffic.received_bytes) / sizes.idle_documents.max(1) as u64,
+        ),
+    ));
+    if sizes.changed_documents > 0 {
+        changed_reconnect(url, sizes, device, &documents, rows).await?;
+    }
+    Ok(())
+}
+
+/// Workload 2, second reconnect: while the device is away it edits half of `changed_documents`
+/// and another device edits the other half through the server; then it reconnects. Measured
+/// until the server has advertised our heads of every changed document (and, for the bytes,
+/// until quiet).
+async fn changed_reconnect(
+    url: &str,
+    sizes: &Sizes,
+    mut device: Device,
+    documents: &Arc<Vec<DocumentId>>,
+    rows: &mut Rows,
+) -> anyhow::Result<()> {
+    let workload = format!(
+        "2. reconnect, {} of {} docs changed",
+        sizes.changed_documents, sizes.idle_documents
+    );
+    let deadline = Instant::now() + sizes.timeout;
+    let changed = Arc::new(documents[..sizes.changed_documents].to_vec());
+    let (here, there) = changed.split_at(changed.len() / 2);
+    let there = Arc::new(there.to_vec());
+
+    // The other device fetches its documents, edits them, and leaves once the server has them.
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let editor = Client::connect(Device::new("editor"), url, 1, events_tx).await?;
+    until_joined(&mut events, deadline).await?;
+    let open = there.clone();
+    editor
+        .run(move |device, _| {
+            for document in open.iter() {
+                device.engine.open_document(*document);
+            }
+        })
+        .await?;
+    editor.until_in_sync(there.clone(), deadline).await?;
+    let edit = there.clone();
+    editor
+        .run(move |device, _| {
+            for document in edit.iter() {
+                device.engine.local_change(*document, |doc| {
+                    doc.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, "edited_by", "editor"))
+                        .map(|_| ())
+                        .map_err(|f| f.error)
+                })??;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await??;
+    editor.until_in_sync(there.clone(), deadline).await?;
+    editor.until_quiet(Instant::now(), deadline).await?;
+    editor.leave().await?;
+
+    for document in here {
+        device.engine.local_change(*document, |doc| {
+            doc.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, "edited_by", "holder"))
+                .map(|_| ())
+                .map_err(|f| f.error)
+        })??;
+    }
+    device.watch = Some(Watch {
+        documents: changed.clone(),
+        done: None,
+    });
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let began = Instant::now();
+    let client = Client::connect(device, url, 0, events_tx).await?;
+    let mut synced = None;
+    while synced.is_none() {
+        synced = client
+            .run(|device, _| device.watch.as_ref().and_then(|w| w.done))
+            .await?;
+        if synced.is_none() {
+            if Instant::now() > deadline {
+                bail!("the changed documents were not in sync at the timeout");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let last = client.until_quiet(began, deadline).await?;
+    let traffic = client.traffic.figures();
+    let check = there.clone();
+    let got_remote = client
+        .run(move |device, _| {
+            check.iter().all(|document| {
+                device.engine.document(document).is_some_and(|doc| {
+                    matches!(
+                        doc.get(ROOT, "edited_by"),
+                        Ok(Some((automerge::Value::Scalar(s), _)))
+                            if s.as_str() == Some("editor")
+                    )
+                })
+            })
+        })
+        .await?;
+    client.leave().await?;
+    while let Ok((_, event)) = events.try_recv() {
+        if let Event::Closed(reason) = event
+            && !reason.starts_with("server closed")
+        {
+            bail!("connection closed: {reason}");
+        }
+    }
+    if !got_remote {
+        bail!("the other device's edits did not arrive");
+    }
+    let Some((in_sync_at, flights)) = synced else {
+        bail!("never in sync");
+    };
+    rows.push((
+        workload.clone(),
+        "time until changed docs in sync".into(),
+        Figure::Millis(ms(in_sync_at - began)),
+    ));
+    rows.push((
+        workload.clone(),
+        "time until quiet (last frame)".into(),
+        Figure::Millis(ms(last - began)),
+    ));
+    traffic_rows(&workload, traffic, rows);
+    // Flights the client sent after hearing from the server (the handshake's `join` is not one),
+    // until the server had advertised our heads of every changed document.
+    rows.push((
+        workload.clone(),
+        "round trips after the handshake (client flights until in sync)".into(),
+        Figure::Count(flights),
+    ));
+    rows.push((
+        workload,
+        "bytes both ways per changed document".into(),
+        Figure::Count(
+            (traffic.sent_bytes + traffic.received_bytes) / sizes.changed_documents as u64,
         ),
     ));
     Ok(())

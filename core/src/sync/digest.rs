@@ -10,10 +10,22 @@
 //!    `buckets` (one 8-byte digest per bucket of document ids);
 //! 3. on buckets, the device sends `entries` (id, 8-byte hash) of its documents in the buckets
 //!    that differ, and the relay answers `differ` with the listed documents whose hash it does
-//!    not share. Only those documents run the automerge sync protocol.
+//!    not share. Only those documents run the automerge sync protocol, and the relay starts it:
+//!    it loads them, sends its first sync message for all of them (heads and `have`, from the
+//!    saved sync state) and then `differ`, so that the device's next flight answers them with the
+//!    changes the relay lacks, and the relay's answer to that carries the changes the device
+//!    lacks. A reconnect with some documents changed on either side therefore converges in three
+//!    round trips after the handshake (offer/buckets, entries/first messages and differ, then
+//!    the changes).
 //!
 //! Documents found equal need no session: the relay subscribes the connection to them (it opens
 //! a session as soon as one of them moves), and the device counts the relay as holding its heads.
+//!
+//! The device keeps its side incrementally ([`HeldIndex`]): the entry hash of every loaded
+//! document, updated when the engine flushes a document whose heads moved, and their running
+//! XOR, so a reconnect hashes only what moved since. The relay's side is read from storage on
+//! each reconnect (`Effect::LoadPeerIndex`: the documents with a sync state saved for the
+//! device's storage id, at their committed heads), then corrected for hot documents.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -28,6 +40,10 @@ pub(crate) const ID_BYTES: usize = 16;
 pub(crate) const HASH_BYTES: usize = 8;
 /// Most buckets the relay uses (8 KiB of bucket digests).
 const MAX_BUCKETS: usize = 1024;
+/// Most differing documents the relay loads and starts syncing itself before `differ`; past
+/// that (a relay that lost its state, say) the device offers the rest, and `differ` is not held
+/// back by thousands of loads.
+pub(crate) const MAX_RELAY_STARTS: usize = 256;
 
 /// The hash of one document at some heads.
 pub(crate) fn entry_hash(document: &DocumentId, heads: &[ChangeHash]) -> u128 {
@@ -149,6 +165,61 @@ pub(crate) struct Held {
     pub(crate) hash: u128,
 }
 
+/// A device's running digest over the documents it holds: each document's entry hash at its
+/// current heads and the XOR of all of them, kept up to date as heads move (the engine records
+/// a document's heads whenever it flushes it), so a reconnect rehashes only documents whose heads
+/// moved since it last looked instead of every document it holds.
+#[derive(Debug, Default)]
+pub(crate) struct HeldIndex {
+    entries: HashMap<DocumentId, Held>,
+    total: u128,
+}
+
+impl HeldIndex {
+    /// The document's entry hash at `heads`, recording them; hashes only if they moved. A
+    /// document without heads has no entry.
+    pub(crate) fn record(&mut self, document: DocumentId, heads: &[ChangeHash]) -> Option<u128> {
+        if heads.is_empty() {
+            self.remove(&document);
+            return None;
+        }
+        if let Some(held) = self.entries.get(&document)
+            && held.heads == heads
+        {
+            return Some(held.hash);
+        }
+        let hash = entry_hash(&document, heads);
+        let old = self.entries.insert(
+            document,
+            Held {
+                heads: heads.to_vec(),
+                hash,
+            },
+        );
+        if let Some(old) = old {
+            self.total ^= old.hash;
+        }
+        self.total ^= hash;
+        Some(hash)
+    }
+
+    /// Forgets a document the engine no longer holds.
+    pub(crate) fn remove(&mut self, document: &DocumentId) {
+        if let Some(old) = self.entries.remove(document) {
+            self.total ^= old.hash;
+        }
+    }
+
+    /// The XOR of every entry hash.
+    pub(crate) fn total(&self) -> u128 {
+        self.total
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&DocumentId, &Held)> {
+        self.entries.iter()
+    }
+}
+
 /// Where one connection is in the exchange.
 #[derive(Debug)]
 pub(crate) enum DigestState {
@@ -162,6 +233,14 @@ pub(crate) enum DigestState {
     Loading { count: u64, digest: Vec<u8> },
     /// Relay: buckets sent; its entries, to compare the device's with.
     Answered(HashMap<DocumentId, u128>),
+    /// Relay: the differing documents it starts syncing are loading. Once all are loaded, our
+    /// first sync messages for them go out together, then `differ`, so that the device answers
+    /// them all in one flight (instead of offering those documents itself).
+    Starting {
+        differ: Vec<u8>,
+        loading: HashSet<DocumentId>,
+        ready: Vec<DocumentId>,
+    },
     /// Relay: the exchange is over.
     Done,
 }
@@ -189,5 +268,33 @@ mod tests {
             decode_buckets(&encoded[..24]).is_none(),
             "3 is no power of two"
         );
+    }
+
+    #[test]
+    fn the_held_index_keeps_its_total_equal_to_a_full_recomputation() {
+        let docs: Vec<DocumentId> = (0..50u8).map(|i| DocumentId::from_bytes([i; 16])).collect();
+        let mut index = HeldIndex::default();
+        let full = |index: &HeldIndex| total(index.iter().map(|(_, held)| &held.hash));
+        for (i, doc) in docs.iter().enumerate() {
+            index.record(*doc, &[ChangeHash([i as u8; 32])]);
+        }
+        assert_eq!(index.total(), full(&index));
+        // Heads move on some, others go away or lose their heads: the total follows.
+        index.record(docs[3], &[ChangeHash([200; 32]), ChangeHash([201; 32])]);
+        index.remove(&docs[4]);
+        index.record(docs[5], &[]);
+        assert_eq!(index.iter().count(), 48);
+        assert_eq!(index.total(), full(&index));
+        assert_eq!(
+            index.record(docs[3], &[ChangeHash([200; 32]), ChangeHash([201; 32])]),
+            Some(entry_hash(
+                &docs[3],
+                &[ChangeHash([201; 32]), ChangeHash([200; 32])]
+            ))
+        );
+        for doc in &docs {
+            index.remove(doc);
+        }
+        assert_eq!(index.total(), 0);
     }
 }

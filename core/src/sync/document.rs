@@ -24,6 +24,9 @@ pub(crate) struct HotDocument {
     pub(crate) wanted_locally: bool,
     /// Connections whose sessions are recreated once a reload finishes.
     pub(crate) resume_sessions: Vec<ConnectionId>,
+    /// Relay: connections the reconnect digest found differing on this document; their sessions
+    /// start (and the relay speaks first) once it is loaded.
+    pub(crate) start_sessions: Vec<ConnectionId>,
 }
 
 impl HotDocument {

@@ -8,7 +8,7 @@ use automerge::PatchAction;
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, Prop};
 
-use super::digest::{self, DigestState, Held};
+use super::digest::{self, DigestState, Held, HeldIndex};
 use super::document::{HotDocument, PeerSession, PeerStatus, Queued};
 use super::message::{DigestStep, Message, PROTOCOL_VERSION};
 use super::{
@@ -44,6 +44,8 @@ pub struct SyncEngine {
     effects: Vec<Effect>,
     /// The reconnect digest exchange per connection (see `sync::digest`).
     digests: BTreeMap<ConnectionId, DigestState>,
+    /// Device: the entry hash of every loaded document at its current heads, kept as they move.
+    held_index: HeldIndex,
     /// Relay: the documents a connection was found to hold at our heads, by the entry hash they
     /// were equal at. Once one of them moves, the connection gets a session for it.
     subscribed: HashMap<ConnectionId, HashMap<DocumentId, u128>>,
@@ -86,6 +88,7 @@ impl SyncEngine {
             next_ticket: 0,
             effects: Vec::new(),
             digests: BTreeMap::new(),
+            held_index: HeldIndex::default(),
             subscribed: HashMap::new(),
             ticket_heads: HashMap::new(),
             phantoms: HashMap::new(),
@@ -280,7 +283,11 @@ impl SyncEngine {
                 };
                 if use_digest && !heads.is_empty() {
                     if self.decide(connection, &id) != Access::None {
-                        let hash = digest::entry_hash(&id, &heads);
+                        // Rehashes only if the heads moved without a flush (none should).
+                        let hash = self
+                            .held_index
+                            .record(id, &heads)
+                            .unwrap_or_else(|| digest::entry_hash(&id, &heads));
                         held.insert(id, Held { heads, hash });
                     }
                     continue;
@@ -289,11 +296,18 @@ impl SyncEngine {
                 self.flush(id);
             }
             if use_digest && !held.is_empty() {
+                // The running total, less the documents not offered (loading, or not readable
+                // by this peer).
+                let mut total = self.held_index.total();
+                for (document, entry) in self.held_index.iter() {
+                    if !held.contains_key(document) {
+                        total ^= entry.hash;
+                    }
+                }
+                debug_assert_eq!(total, digest::total(held.values().map(|h| &h.hash)));
                 let step = DigestStep::Offer {
                     count: held.len() as u64,
-                    digest: digest::total(held.values().map(|h| &h.hash))
-                        .to_be_bytes()
-                        .to_vec(),
+                    digest: total.to_be_bytes().to_vec(),
                 };
                 self.digests.insert(connection, DigestState::Offered(held));
                 self.send_digest(connection, step);
@@ -373,8 +387,41 @@ impl SyncEngine {
                     })
                     .collect();
                 self.subscribed.insert(connection, equal);
-                self.digests.insert(connection, DigestState::Done);
-                self.send_digest(connection, DigestStep::Differ(differ));
+                // Speak first about the differing documents instead of waiting for the device's
+                // offer: our messages (heads and have) go out before `differ`, so the device's
+                // next flight answers them, which saves a round trip (see `sync::digest`). Past
+                // `MAX_RELAY_STARTS` or the per-connection session limit, the rest is left to the
+                // device's offers, which get the usual answer.
+                let room = self
+                    .config
+                    .limits
+                    .max_documents_per_connection
+                    .saturating_sub(self.session_count(connection));
+                let mut differing: Vec<DocumentId> = differing.into_iter().collect();
+                differing.sort();
+                let mut loading = HashSet::new();
+                let mut ready = Vec::new();
+                for document in differing
+                    .into_iter()
+                    .take(room.min(digest::MAX_RELAY_STARTS))
+                {
+                    match self.prepare_digest_session(connection, document) {
+                        Some(true) => ready.push(document),
+                        Some(false) => {
+                            loading.insert(document);
+                        }
+                        None => {}
+                    }
+                }
+                self.digests.insert(
+                    connection,
+                    DigestState::Starting {
+                        differ,
+                        loading,
+                        ready,
+                    },
+                );
+                self.start_digest_sessions(connection);
             }
             (Role::Device, DigestStep::Match) => {
                 let Some(DigestState::Offered(held)) = self.digests.remove(&connection) else {
@@ -428,6 +475,77 @@ impl SyncEngine {
                 tracing::debug!(%connection, ?role, ?step, "ignoring an unexpected digest step");
             }
         }
+    }
+
+    /// Relay: gets a document the digest found differing with the device on `connection` ready
+    /// for us to start its sync: `Some(true)` if it is loaded, `Some(false)` if it is loading
+    /// now. Documents the peer may not read (`None`) are left to the device's own offer, which
+    /// gets the same answer as for an absent document.
+    fn prepare_digest_session(
+        &mut self,
+        connection: ConnectionId,
+        document: DocumentId,
+    ) -> Option<bool> {
+        if self.decide(connection, &document) == Access::None {
+            return None;
+        }
+        match self.documents.get_mut(&document) {
+            Some(hot) if hot.doc.is_some() => Some(true),
+            Some(hot) => {
+                hot.start_sessions.push(connection);
+                Some(false)
+            }
+            None => {
+                let mut hot = HotDocument::loading();
+                hot.start_sessions.push(connection);
+                self.documents.insert(document, hot);
+                self.effects.push(Effect::LoadDocument { document });
+                Some(false)
+            }
+        }
+    }
+
+    /// Relay: a document prepared for the digest exchanges in `connections` loaded (`loaded`)
+    /// or failed to.
+    fn digest_start_settled(
+        &mut self,
+        document: DocumentId,
+        connections: &[ConnectionId],
+        loaded: bool,
+    ) {
+        for connection in connections {
+            let Some(DigestState::Starting { loading, ready, .. }) =
+                self.digests.get_mut(connection)
+            else {
+                continue;
+            };
+            if loading.remove(&document) && loaded {
+                ready.push(document);
+            }
+            self.start_digest_sessions(*connection);
+        }
+    }
+
+    /// Relay: once nothing it prepared is loading, sends our first sync message for every
+    /// prepared document, then `differ`.
+    fn start_digest_sessions(&mut self, connection: ConnectionId) {
+        match self.digests.get(&connection) {
+            Some(DigestState::Starting { loading, .. }) if loading.is_empty() => {}
+            _ => return,
+        }
+        let Some(DigestState::Starting { differ, ready, .. }) =
+            self.digests.insert(connection, DigestState::Done)
+        else {
+            return;
+        };
+        for document in ready {
+            let access = self.decide(connection, &document);
+            if access != Access::None {
+                self.ensure_session(document, connection, access);
+                self.flush(document);
+            }
+        }
+        self.send_digest(connection, DigestStep::Differ(differ));
     }
 
     /// The driver's answer to [`Effect::LoadPeerIndex`]: the documents synced with the peer on
@@ -542,6 +660,7 @@ impl SyncEngine {
         hot.saved_states = stored.sync_states.into_iter().collect();
         let queued = std::mem::take(&mut hot.queued);
         let resume = std::mem::take(&mut hot.resume_sessions);
+        let start = std::mem::take(&mut hot.start_sessions);
         for connection in resume {
             let access = self.decide(connection, &document);
             if access != Access::None {
@@ -568,6 +687,7 @@ impl SyncEngine {
         }
         self.report_if_unavailable(document);
         self.flush(document);
+        self.digest_start_settled(document, &start, true);
         Ok(())
     }
 
@@ -577,6 +697,8 @@ impl SyncEngine {
         let Some(hot) = self.documents.remove(&document) else {
             return;
         };
+        self.held_index.remove(&document);
+        self.digest_start_settled(document, &hot.start_sessions, false);
         for input in hot.queued {
             self.send_unavailable(input.connection, document);
         }
@@ -690,6 +812,7 @@ impl SyncEngine {
         match self.documents.get(&document) {
             Some(hot) if hot.doc.is_some() && hot.pending.is_empty() => {
                 self.documents.remove(&document);
+                self.held_index.remove(&document);
                 true
             }
             _ => false,
@@ -1060,6 +1183,11 @@ impl SyncEngine {
         let Some(hot) = self.documents.get(&document) else {
             return;
         };
+        if self.config.role == Role::Device
+            && let Some(doc) = hot.doc.as_ref()
+        {
+            self.held_index.record(document, &doc.get_heads());
+        }
         if hot.doc.is_none() || !hot.pending.is_empty() {
             return;
         }
@@ -1174,10 +1302,12 @@ impl SyncEngine {
         let Some(old) = self.documents.remove(&document) else {
             return;
         };
+        self.held_index.remove(&document);
         self.tickets.retain(|_, d| *d != document);
         let hot = HotDocument {
             wanted_locally: old.wanted_locally,
             resume_sessions: old.sessions.keys().copied().collect(),
+            start_sessions: old.start_sessions,
             queued: old.queued,
             ..HotDocument::default()
         };
@@ -1308,6 +1438,7 @@ impl SyncEngine {
             }
             hot.queued.retain(|q| q.connection != connection);
             hot.resume_sessions.retain(|c| *c != connection);
+            hot.start_sessions.retain(|c| *c != connection);
         }
         if let Connection::Established(peer) = state {
             self.effects.push(Effect::PeerLeft(peer));

@@ -172,6 +172,39 @@ impl Harness {
         panic!("the network never went quiet");
     }
 
+    /// One network round: carries out every pending effect, then delivers exactly the frames that
+    /// were in flight at that point (what they cause travels in the next round). Two rounds are
+    /// one round trip. False if nothing was in flight.
+    pub(crate) fn deliver_round(&mut self) -> bool {
+        for node in 0..self.nodes.len() {
+            for effect in self.nodes[node].engine.take_effects() {
+                self.carry_out(node, effect);
+            }
+        }
+        let round: Vec<Delivery> = self.in_flight.drain(..).collect();
+        if round.is_empty() {
+            return false;
+        }
+        for delivery in round {
+            match delivery {
+                Delivery::Frame {
+                    node,
+                    connection,
+                    frame,
+                } => self.nodes[node].engine.frame_received(connection, &frame),
+                Delivery::Closed { node, connection } => {
+                    self.nodes[node].engine.connection_closed(connection);
+                }
+            }
+            for node in 0..self.nodes.len() {
+                for effect in self.nodes[node].engine.take_effects() {
+                    self.carry_out(node, effect);
+                }
+            }
+        }
+        true
+    }
+
     /// Commits every held persist and confirms it to the engine.
     pub(crate) fn release_persists(&mut self, node: usize) {
         let held = std::mem::take(&mut self.nodes[node].held);

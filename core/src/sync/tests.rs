@@ -996,3 +996,103 @@ fn phantoms_are_bounded_per_connection_and_dropped_on_close() {
     h.drop_link(b, on_b);
     assert_eq!(h.engine(r).phantom_total(), 0);
 }
+
+#[test]
+fn a_reconnect_with_changes_on_both_sides_converges_in_three_round_trips() {
+    reconnect_with_changes_on_both_sides(false);
+}
+
+#[test]
+fn a_reconnect_to_a_relay_holding_nothing_in_memory_converges_in_three_round_trips() {
+    reconnect_with_changes_on_both_sides(true);
+}
+
+/// Five documents changed on the device and five on the relay while apart; with `cold`, the
+/// relay has evicted every document before the device reconnects.
+fn reconnect_with_changes_on_both_sides(cold: bool) {
+    let (mut h, r, a, docs) = synced_then_apart(300);
+    // While `a` is away: it edits five documents, and another device edits five others.
+    for doc in &docs[..5] {
+        h.engine(a)
+            .local_change(*doc, |d| put(d, "offline", "a"))
+            .unwrap();
+    }
+    let b = h.add(device("b"));
+    let (on_b, _) = h.connect(b, r);
+    for doc in &docs[10..15] {
+        h.engine(b).open_document(*doc);
+    }
+    h.run_until_quiet();
+    for doc in &docs[10..15] {
+        h.engine(b)
+            .local_change(*doc, |d| put(d, "remote", "b"))
+            .unwrap();
+    }
+    h.run_until_quiet();
+    h.drop_link(b, on_b);
+    h.run_until_quiet();
+    if cold {
+        for doc in &docs {
+            assert!(h.engine(r).evict(*doc));
+        }
+    }
+
+    let (on_a, _) = h.connect(a, r);
+    // Every document settled on the device; the changed ones (the only ones a cold relay loads)
+    // at the same heads on both sides.
+    let changed: Vec<DocumentId> = docs[..5].iter().chain(&docs[10..15]).copied().collect();
+    let converged = |h: &mut Harness| {
+        docs.iter().all(|doc| h.engine(a).in_sync_with(doc, on_a))
+            && changed
+                .iter()
+                .all(|doc| h.engine(a).heads(doc) == h.engine(r).heads(doc))
+    };
+    let mut rounds = 0;
+    while !converged(&mut h) {
+        assert!(
+            h.deliver_round(),
+            "the network went quiet before converging"
+        );
+        rounds += 1;
+        assert!(rounds <= 20, "no convergence after 20 rounds");
+    }
+    // Two rounds of handshake (`join`, `peer`), then offer/buckets, entries/differ with the
+    // relay's first sync messages, and the device's changes and answers with the relay's.
+    assert!(
+        rounds <= 2 + 6,
+        "converged after {rounds} rounds: more than 3 round trips after the handshake"
+    );
+    for doc in &docs[..5] {
+        assert_eq!(get(&mut h, r, *doc, "offline").as_deref(), Some("a"));
+    }
+    for doc in &docs[10..15] {
+        assert_eq!(get(&mut h, a, *doc, "remote").as_deref(), Some("b"));
+    }
+    h.run_until_quiet();
+    assert!(converged(&mut h));
+}
+
+#[test]
+fn past_the_relay_start_limit_the_device_offers_the_remaining_differing_documents() {
+    let (mut h, r, a, docs) = synced_then_apart(super::digest::MAX_RELAY_STARTS + 40);
+    for doc in &docs {
+        h.engine(a)
+            .local_change(*doc, |d| put(d, "offline", "a"))
+            .unwrap();
+    }
+    for doc in &docs {
+        assert!(h.engine(r).evict(*doc));
+    }
+    let r_from = h.nodes[r].sent.len();
+    let (on_a, _) = h.connect(a, r);
+    h.run_until_quiet();
+    assert!(
+        digest_steps(&h, r, r_from)
+            .iter()
+            .any(|step| matches!(step, super::DigestStep::Differ(_)))
+    );
+    for doc in &docs {
+        assert!(h.engine(a).in_sync_with(doc, on_a));
+        assert_eq!(get(&mut h, r, *doc, "offline").as_deref(), Some("a"));
+    }
+}
