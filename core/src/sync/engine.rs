@@ -680,15 +680,28 @@ impl SyncEngine {
         }
     }
 
-    /// Drops a hot document from memory. Refused (false) while it loads or has unconfirmed persists.
+    /// Drops a hot document from memory; it is loaded again from storage when a peer or the
+    /// driver next needs it. Refused (false) unless it is cold (see
+    /// [`SyncEngine::cold_documents`]): never while it loads, has inputs waiting, has a persist
+    /// not yet confirmed (memory would be the only copy of those changes the engine answers
+    /// from), or a peer is syncing it (that peer would stop hearing about new changes).
     pub fn evict(&mut self, document: DocumentId) -> bool {
         match self.documents.get(&document) {
-            Some(hot) if hot.doc.is_some() && hot.pending.is_empty() => {
+            Some(hot) if hot.is_cold() => {
                 self.documents.remove(&document);
                 true
             }
             _ => false,
         }
+    }
+
+    /// The hot documents [`SyncEngine::evict`] would drop: loaded, nothing pending or queued, no
+    /// peer session, not opened by the driver itself.
+    pub fn cold_documents(&self) -> impl Iterator<Item = DocumentId> + '_ {
+        self.documents
+            .iter()
+            .filter(|(_, hot)| hot.is_cold())
+            .map(|(id, _)| *id)
     }
 
     /// The document's heads once the changes of an outstanding [`Effect::Persist`] are applied:
