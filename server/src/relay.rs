@@ -64,6 +64,8 @@ pub(crate) enum Command {
     },
     /// The poller's tick: new accounts if an administrator changed something.
     Accounts(Option<Box<Accounts>>),
+    /// Time to drop cold documents from memory.
+    Sweep,
     Shutdown,
 }
 
@@ -158,6 +160,26 @@ enum Write {
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub limits: Limits,
+    pub eviction: Eviction,
+}
+
+/// When the hub drops documents from memory. Only cold documents go (see
+/// [`SyncEngine::cold_documents`]: no peer syncing them, nothing waiting for a commit); they stay
+/// on disk and are loaded again when a peer asks for one.
+#[derive(Debug, Clone)]
+pub struct Eviction {
+    /// A document cold for this long is dropped.
+    pub idle: Duration,
+    /// Beyond this many documents in memory, cold ones are dropped at once, the longest cold first.
+    pub max_hot_documents: Option<usize>,
+}
+
+impl Eviction {
+    /// How often the hub looks for documents to drop: a few times per idle delay, so a document
+    /// goes within about 1.25 × `idle`, but not more often than needed to stay cheap.
+    fn sweep_interval(&self) -> Duration {
+        (self.idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
 }
 
 /// A running hub and writer. Cloneable handles to it go to the HTTP handlers.
@@ -167,6 +189,7 @@ pub struct Relay {
     hub: JoinHandle<()>,
     writer: JoinHandle<()>,
     poller: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
 }
 
 /// What a connection needs to talk to the hub.
@@ -219,6 +242,10 @@ impl Relay {
             metrics.clone(),
         ));
         let poller = tokio::spawn(poll_accounts(store.clone(), commands.clone(), revision));
+        let sweeper = tokio::spawn(tick_sweeps(
+            commands.clone(),
+            config.eviction.sweep_interval(),
+        ));
         let hub = Hub {
             engine,
             policy,
@@ -229,6 +256,8 @@ impl Relay {
             commands,
             metrics,
             shutting_down: false,
+            eviction: config.eviction,
+            cold_since: HashMap::new(),
         };
         let hub = tokio::spawn(hub.run(receiver));
         Ok(Self {
@@ -236,6 +265,7 @@ impl Relay {
             hub,
             writer,
             poller,
+            sweeper,
         })
     }
 
@@ -247,6 +277,7 @@ impl Relay {
     pub async fn shutdown(self) {
         let _ = self.handle.commands.send(Command::Shutdown).await;
         self.poller.abort();
+        self.sweeper.abort();
         drop(self.handle);
         if let Err(e) = self.hub.await {
             tracing::error!("relay hub ended abnormally: {e}");
@@ -268,6 +299,9 @@ struct Hub {
     commands: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
     shutting_down: bool,
+    eviction: Eviction,
+    /// Since when each cold document has been seen cold, by the sweeps.
+    cold_since: HashMap<DocumentId, Instant>,
 }
 
 impl Hub {
@@ -331,6 +365,7 @@ impl Hub {
                 self.engine.connection_closed(connection);
             }
             Command::Accounts(accounts) => self.refresh(accounts),
+            Command::Sweep => self.sweep(Instant::now()),
             Command::PeerIndex { connection, index } => {
                 let index = index.unwrap_or_else(|e| {
                     // Without the index every document the device holds counts as different.
@@ -372,6 +407,38 @@ impl Hub {
                     outbound.shut_down();
                 }
             }
+        }
+    }
+
+    /// Drops the documents that have been cold for the idle delay, and more (the longest cold
+    /// first) while over the budget. A document that was used between two sweeps but is cold at
+    /// both keeps its first time and may go up to one sweep early: harmless, it is only loaded
+    /// again. The engine refuses anything that is not cold, so no change waiting for its commit
+    /// and no peer's session is ever dropped.
+    fn sweep(&mut self, now: Instant) {
+        let seen = std::mem::take(&mut self.cold_since);
+        let mut cold: Vec<(Instant, DocumentId)> = self
+            .engine
+            .cold_documents()
+            .map(|document| (seen.get(&document).copied().unwrap_or(now), document))
+            .collect();
+        cold.sort_unstable();
+        let mut over = self.eviction.max_hot_documents.map_or(0, |max| {
+            self.engine.hot_document_count().saturating_sub(max)
+        });
+        let mut evicted = 0u64;
+        for (since, document) in cold {
+            let idle = now.saturating_duration_since(since) >= self.eviction.idle;
+            if (idle || over > 0) && self.engine.evict(document) {
+                evicted += 1;
+                over = over.saturating_sub(1);
+            } else {
+                self.cold_since.insert(document, since);
+            }
+        }
+        if evicted > 0 {
+            tracing::debug!(evicted, "cold documents dropped from memory");
+            self.metrics.evictions.inc_by(evicted);
         }
     }
 
@@ -577,6 +644,19 @@ async fn poll_accounts(store: Arc<dyn RelayStore>, hub: mpsc::Sender<Command>, r
             Err(_) => None,
         };
         if hub.send(Command::Accounts(accounts)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Tells the hub to sweep cold documents every `interval`.
+async fn tick_sweeps(hub: mpsc::Sender<Command>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if hub.send(Command::Sweep).await.is_err() {
             return;
         }
     }

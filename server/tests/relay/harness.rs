@@ -196,6 +196,8 @@ pub fn config(data: &Path) -> ServeConfig {
         max_documents_per_connection: 100_000,
         allow_anonymous: true,
         behind_tls_proxy: false,
+        evict_idle_secs: 60,
+        max_hot_documents: None,
     }
 }
 
