@@ -706,41 +706,42 @@ async fn run_writer(
                 Write::SyncState(record) => states.push(record),
             }
         }
-        let store = store.clone();
-        let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let committed = if changes.is_empty() {
-                Ok(())
-            } else {
-                store.append_changes(&changes)
+        if !changes.is_empty() {
+            let started = Instant::now();
+            let writing = store.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || writing.append_changes(&changes)).await;
+            let ok = match outcome {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::error!("committing changes failed: {e}");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!("commit task failed: {e}");
+                    false
+                }
             };
-            // Sync states only save bandwidth on the next reconnect: failing to keep them must
-            // not fail the commit of the changes.
-            if !states.is_empty()
-                && let Err(e) = store.save_sync_states(&states)
-            {
-                tracing::warn!("saving sync states failed: {e}");
-            }
-            committed
-        })
-        .await;
-        let ok = match outcome {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::error!("committing changes failed: {e}");
-                false
-            }
-            Err(e) => {
-                tracing::error!("commit task failed: {e}");
-                false
-            }
-        };
-        metrics.commits.inc();
-        metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if !tickets.is_empty() {
+            metrics.commits.inc();
+            metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            // The answers and the fan-out wait for this commit only: the sync states below are
+            // not what anyone was promised, and their transaction (with its own fsync) used to
+            // add its time to every acknowledgement.
             let _ = hub.send(Command::Committed { tickets, ok }).await;
+        }
+        if !states.is_empty() {
+            // Written before the next batch, so storage effects stay in order. Sync states only
+            // save bandwidth on the next reconnect: failing to keep them fails nothing else.
+            let writing = store.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || writing.save_sync_states(&states)).await;
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("saving sync states failed: {e}"),
+                Err(e) => tracing::warn!("sync state task failed: {e}"),
+            }
         }
     }
 }
