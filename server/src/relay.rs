@@ -577,7 +577,7 @@ impl Hub {
                             written
                                 .hashes
                                 .iter()
-                                .all(|hash| doc.get_change_by_hash(hash).is_some())
+                                .all(|hash| doc.get_change_meta_by_hash(hash).is_some())
                         })
                 });
         changes.audit = audited;

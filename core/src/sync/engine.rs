@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::PatchAction;
 use automerge::sync::{self, SyncDoc};
-use automerge::{Automerge, ChangeHash, Prop};
+use automerge::{Automerge, ChangeHash, Prop, ReadDoc};
 
 use super::digest::{self, DigestState, Held};
 use super::document::{HotDocument, PeerSession, PeerStatus, Queued};
@@ -894,6 +894,7 @@ impl SyncEngine {
             session.status = PeerStatus::Has;
         }
         let before = doc.get_heads();
+        let received = new_change_chunks(doc, &message);
         #[cfg(test)]
         let inject_panic = std::mem::take(&mut self.panic_on_next_receive);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -903,9 +904,11 @@ impl SyncEngine {
             }
             doc.receive_sync_message(&mut session.state, message)
         }));
+        let mut received = received;
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
+                received = None;
                 tracing::warn!(%connection, %document, "automerge rejected a sync message: {e}");
                 if doc.get_heads() == before {
                     self.reset_session(document, connection);
@@ -927,7 +930,13 @@ impl SyncEngine {
             *doc = compact(std::mem::take(doc));
         }
         if after != before {
-            let changes = doc.save_after(&before);
+            // The message's own bytes for its new changes when all of them applied (nothing is
+            // left waiting for a missing dependency); otherwise automerge rebuilds what is new
+            // from the op set, a walk of the whole document.
+            let changes = match received {
+                Some(bytes) if doc.get_missing_deps(&[]).is_empty() => bytes,
+                _ => doc.save_after(&before),
+            };
             // Which paths moved is for an app's UI. Working it out (an Automerge diff) was about
             // 40% of the relay's cost per sync message, so the relay reports the new heads only.
             let paths = match self.config.role {
@@ -1325,6 +1334,25 @@ impl SyncEngine {
             self.report_if_unavailable(document);
         }
     }
+}
+
+/// The change chunks of a sync message that `doc` does not hold yet, joined, if every chunk is one
+/// well-formed change (automerge verifies it) and no earlier change waits in automerge's queue for
+/// a dependency (this message could release it, and its bytes are not in this message); `None`
+/// otherwise (also for a whole-document chunk, or anything automerge would only partly load), and
+/// the caller falls back to `save_after`.
+fn new_change_chunks(doc: &Automerge, message: &sync::Message) -> Option<Vec<u8>> {
+    if message.changes.is_empty() || !doc.get_missing_deps(&[]).is_empty() {
+        return None;
+    }
+    let mut joined = Vec::new();
+    for chunk in message.changes.iter() {
+        let change = automerge::Change::try_from(chunk).ok()?;
+        if doc.get_change_meta_by_hash(&change.hash()).is_none() {
+            joined.extend_from_slice(chunk);
+        }
+    }
+    Some(joined)
 }
 
 /// A document loaded whole (from storage, or from a peer's first message) holds about 80% more

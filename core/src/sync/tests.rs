@@ -987,3 +987,63 @@ fn an_evicted_document_moves_again_for_a_returning_peer() {
 fn only_peer(h: &mut Harness, node: usize) -> ConnectionId {
     h.engine(node).peers().next().unwrap().connection
 }
+
+#[test]
+fn a_change_that_waited_for_its_dependency_is_stored_with_it() {
+    use super::Direction;
+    use automerge::sync::{Message as SyncMessage, MessageVersion};
+
+    let mut h = Harness::default();
+    let r = h.add(relay());
+    let on_r = h.engine(r).connection_opened(Direction::Incoming);
+    let join = Message::Join {
+        sender_id: "w".into(),
+        supported_protocol_versions: vec!["1".into()],
+        metadata: None,
+    };
+    h.inject(r, on_r, &join.encode());
+    let document = DocumentId::random();
+    let mut doc = Automerge::new();
+    put(&mut doc, "base", "0");
+    put(&mut doc, "first", "1");
+    put(&mut doc, "second", "2");
+    let changes = doc.get_changes(&[]);
+    let carrying = |indices: &[usize], heads| {
+        let message = SyncMessage {
+            heads,
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: indices
+                .iter()
+                .map(|i| changes[*i].raw_bytes().to_vec())
+                .collect::<Vec<_>>()
+                .into(),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        Message::Sync {
+            sender_id: "w".into(),
+            target_id: "relay".into(),
+            document_id: document,
+            data: message.encode(),
+        }
+        .encode()
+    };
+    let base = vec![changes[0].hash()];
+    h.inject(r, on_r, &carrying(&[0], base));
+    h.run_until_quiet();
+    // The last change first: automerge keeps it until its dependency arrives, in the next one.
+    h.inject(r, on_r, &carrying(&[2], doc.get_heads()));
+    h.run_until_quiet();
+    h.inject(r, on_r, &carrying(&[1], doc.get_heads()));
+    h.run_until_quiet();
+
+    assert_eq!(h.engine(r).heads(&document), Some(doc.get_heads()));
+    let stored = Automerge::load(&h.nodes[r].storage.documents[&document]).unwrap();
+    assert_eq!(
+        stored.get_heads(),
+        doc.get_heads(),
+        "both changes are stored"
+    );
+    assert!(stored.get(ROOT, "second").unwrap().is_some());
+}
