@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use automerge::ReadDoc;
 use tandem_core::DocumentId;
 use tandem_core::sync::{
     ConnectionId, Direction, Effect, EngineConfig, Limits, PersistTicket, Role, StorageId,
