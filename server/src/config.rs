@@ -55,6 +55,20 @@ pub struct ServeConfig {
     #[arg(long, env = "TANDEM_MESSAGE_BURST", default_value_t = 100_000)]
     pub message_burst: u32,
 
+    /// A document no peer has synced for this many seconds is dropped from the relay's memory;
+    /// it stays on disk and is loaded again when a peer next asks for it. 0 drops it at the next
+    /// sweep (a few times per this delay, at least every 5 s). A document with a change not yet
+    /// committed, or with a connected peer syncing it, is never dropped.
+    #[arg(long, env = "TANDEM_EVICT_IDLE_SECS", default_value_t = 60)]
+    pub evict_idle_secs: u64,
+
+    /// Most documents held in memory: beyond it, documents no peer syncs are dropped at once,
+    /// the longest unused first, without waiting for `--evict-idle-secs`. Documents peers are
+    /// syncing count but are never dropped, so this is a target, not a hard limit. No limit by
+    /// default.
+    #[arg(long, env = "TANDEM_MAX_HOT_DOCUMENTS")]
+    pub max_hot_documents: Option<usize>,
+
     /// DEVELOPMENT ONLY: admit connections without a token, as anonymous peers that may read and
     /// write every document. Never on by default.
     #[arg(long, env = "TANDEM_ALLOW_ANONYMOUS")]
@@ -83,6 +97,13 @@ impl ServeConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn eviction(&self) -> crate::relay::Eviction {
+        crate::relay::Eviction {
+            idle: Duration::from_secs(self.evict_idle_secs),
+            max_hot_documents: self.max_hot_documents,
+        }
     }
 
     /// The SQLite database file inside the data folder.

@@ -54,7 +54,11 @@ impl Server {
             max_frame_bytes: config.max_frame_bytes,
             max_documents_per_connection: config.max_documents_per_connection,
         };
-        let relay = Relay::start(store, RelayConfig { limits }, Arc::new(Metrics::new()))?;
+        let relay_config = RelayConfig {
+            limits,
+            eviction: config.eviction(),
+        };
+        let relay = Relay::start(store, relay_config, Arc::new(Metrics::new()))?;
         let (shutdown, shutdown_watch) = watch::channel(false);
         let state = AppState {
             relay: relay.handle(),

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub documents: Gauge,
     pub documents_in_memory: Gauge,
+    pub evictions: Counter,
     pub messages_in: Counter,
     pub messages_out: Counter,
     pub bytes_in: Counter,
@@ -35,6 +36,7 @@ impl Metrics {
             connections: Gauge::default(),
             documents: Gauge::default(),
             documents_in_memory: Gauge::default(),
+            evictions: Counter::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             bytes_in: Counter::default(),
@@ -59,6 +61,11 @@ impl Metrics {
             "documents_in_memory",
             "Documents currently loaded in memory",
             metrics.documents_in_memory.clone(),
+        );
+        registry.register(
+            "evictions",
+            "Cold documents dropped from memory (they stay on disk)",
+            metrics.evictions.clone(),
         );
         registry.register(
             "messages_in",

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use automerge::ReadDoc;
 use tandem_core::DocumentId;
 use tandem_core::sync::{
     ConnectionId, Direction, Effect, EngineConfig, Limits, PersistTicket, Role, StorageId,
@@ -29,6 +28,9 @@ use crate::store::{NewChanges, RelayStore, SyncStateRecord};
 
 /// Most persists committed in one transaction.
 const MAX_BATCH: usize = 4096;
+
+/// While changes keep arriving, sync states are written at most this often (see `run_writer`).
+const SYNC_STATE_DELAY: Duration = Duration::from_secs(1);
 
 /// How often the relay looks at the accounts revision: a revoked token or an ended pairing
 /// takes effect on live connections within this delay (and the time to re-read the accounts).
@@ -64,6 +66,8 @@ pub(crate) enum Command {
     },
     /// The poller's tick: new accounts if an administrator changed something.
     Accounts(Option<Box<Accounts>>),
+    /// Time to drop cold documents from memory.
+    Sweep,
     Shutdown,
 }
 
@@ -158,6 +162,26 @@ enum Write {
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub limits: Limits,
+    pub eviction: Eviction,
+}
+
+/// When the hub drops documents from memory. Only cold documents go (see
+/// [`SyncEngine::cold_documents`]: no peer syncing them, nothing waiting for a commit); they stay
+/// on disk and are loaded again when a peer asks for one.
+#[derive(Debug, Clone)]
+pub struct Eviction {
+    /// A document cold for this long is dropped.
+    pub idle: Duration,
+    /// Beyond this many documents in memory, cold ones are dropped at once, the longest cold first.
+    pub max_hot_documents: Option<usize>,
+}
+
+impl Eviction {
+    /// How often the hub looks for documents to drop: a few times per idle delay, so a document
+    /// goes within about 1.25 × `idle`, but not more often than needed to stay cheap.
+    fn sweep_interval(&self) -> Duration {
+        (self.idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
 }
 
 /// A running hub and writer. Cloneable handles to it go to the HTTP handlers.
@@ -167,6 +191,7 @@ pub struct Relay {
     hub: JoinHandle<()>,
     writer: JoinHandle<()>,
     poller: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
 }
 
 /// What a connection needs to talk to the hub.
@@ -220,6 +245,10 @@ impl Relay {
             metrics.clone(),
         ));
         let poller = tokio::spawn(poll_accounts(store.clone(), commands.clone(), revision));
+        let sweeper = tokio::spawn(tick_sweeps(
+            commands.clone(),
+            config.eviction.sweep_interval(),
+        ));
         let hub = Hub {
             engine,
             policy,
@@ -230,6 +259,8 @@ impl Relay {
             commands,
             metrics,
             shutting_down: false,
+            eviction: config.eviction,
+            cold_since: HashMap::new(),
         };
         let hub = tokio::spawn(hub.run(receiver));
         Ok(Self {
@@ -237,6 +268,7 @@ impl Relay {
             hub,
             writer,
             poller,
+            sweeper,
         })
     }
 
@@ -248,6 +280,7 @@ impl Relay {
     pub async fn shutdown(self) {
         let _ = self.handle.commands.send(Command::Shutdown).await;
         self.poller.abort();
+        self.sweeper.abort();
         drop(self.handle);
         if let Err(e) = self.hub.await {
             tracing::error!("relay hub ended abnormally: {e}");
@@ -269,6 +302,9 @@ struct Hub {
     commands: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
     shutting_down: bool,
+    eviction: Eviction,
+    /// Since when each cold document has been seen cold, by the sweeps.
+    cold_since: HashMap<DocumentId, Instant>,
 }
 
 impl Hub {
@@ -329,6 +365,7 @@ impl Hub {
                 self.engine.connection_closed(connection);
             }
             Command::Accounts(accounts) => self.refresh(accounts),
+            Command::Sweep => self.sweep(Instant::now()),
             Command::PeerIndex { connection, index } => {
                 let index = index.unwrap_or_else(|e| {
                     // Without the index every document the device holds counts as different.
@@ -370,6 +407,38 @@ impl Hub {
                     outbound.shut_down();
                 }
             }
+        }
+    }
+
+    /// Drops the documents that have been cold for the idle delay, and more (the longest cold
+    /// first) while over the budget. A document that was used between two sweeps but is cold at
+    /// both keeps its first time and may go up to one sweep early: harmless, it is only loaded
+    /// again. The engine refuses anything that is not cold, so no change waiting for its commit
+    /// and no peer's session is ever dropped.
+    fn sweep(&mut self, now: Instant) {
+        let seen = std::mem::take(&mut self.cold_since);
+        let mut cold: Vec<(Instant, DocumentId)> = self
+            .engine
+            .cold_documents()
+            .map(|document| (seen.get(&document).copied().unwrap_or(now), document))
+            .collect();
+        cold.sort_unstable();
+        let mut over = self.eviction.max_hot_documents.map_or(0, |max| {
+            self.engine.hot_document_count().saturating_sub(max)
+        });
+        let mut evicted = 0u64;
+        for (since, document) in cold {
+            let idle = now.saturating_duration_since(since) >= self.eviction.idle;
+            if (idle || over > 0) && self.engine.evict(document) {
+                evicted += 1;
+                over = over.saturating_sub(1);
+            } else {
+                self.cold_since.insert(document, since);
+            }
+        }
+        if evicted > 0 {
+            tracing::debug!(evicted, "cold documents dropped from memory");
+            self.metrics.evictions.inc_by(evicted);
         }
     }
 
@@ -505,7 +574,7 @@ impl Hub {
                             written
                                 .hashes
                                 .iter()
-                                .all(|hash| doc.get_change_by_hash(hash).is_some())
+                                .all(|hash| doc.get_change_meta_by_hash(hash).is_some())
                         })
                 });
         changes.audit = audited;
@@ -608,6 +677,19 @@ fn load_directory_listings(store: &dyn RelayStore, state: &mut crate::access::Ac
     }
 }
 
+/// Tells the hub to sweep cold documents every `interval`.
+async fn tick_sweeps(hub: mpsc::Sender<Command>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if hub.send(Command::Sweep).await.is_err() {
+            return;
+        }
+    }
+}
+
 fn read_document(store: &dyn RelayStore, document: DocumentId) -> crate::Result<StoredDocument> {
     let Some(chunks) = store.load_document(document)? else {
         return Ok(StoredDocument::default());
@@ -626,12 +708,20 @@ fn read_document(store: &dyn RelayStore, document: DocumentId) -> crate::Result<
 
 /// Commits persists in batches: whatever queued up while the previous transaction ran goes into
 /// the next one.
+///
+/// Sync states are kept back, the newest per (document, peer), and written once nothing is
+/// waiting, or every [`SYNC_STATE_DELAY`] under load: each is its own transaction with its own
+/// fsync, and written after every batch they doubled the fsyncs every change waits behind. They
+/// only save bandwidth on a peer's next reconnect; one lost in a crash costs that peer a longer
+/// first exchange, never data.
 async fn run_writer(
     store: Arc<dyn RelayStore>,
     mut queue: mpsc::UnboundedReceiver<Write>,
     hub: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
 ) {
+    let mut states: HashMap<(DocumentId, String), SyncStateRecord> = HashMap::new();
+    let mut states_written = Instant::now();
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -642,52 +732,65 @@ async fn run_writer(
         }
         let mut tickets = Vec::new();
         let mut changes = Vec::new();
-        let mut states = Vec::new();
         for write in batch {
             match write {
                 Write::Changes { ticket, changes: c } => {
                     tickets.push(ticket);
                     changes.push(c);
                 }
-                Write::SyncState(record) => states.push(record),
+                Write::SyncState(record) => {
+                    states.insert((record.document, record.peer_storage_id.clone()), record);
+                }
             }
         }
-        let store = store.clone();
-        let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let committed = if changes.is_empty() {
-                Ok(())
-            } else {
-                store.append_changes(&changes)
+        if !changes.is_empty() {
+            let started = Instant::now();
+            let writing = store.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || writing.append_changes(&changes)).await;
+            let ok = match outcome {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::error!("committing changes failed: {e}");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!("commit task failed: {e}");
+                    false
+                }
             };
-            // Sync states only save bandwidth on the next reconnect: failing to keep them must
-            // not fail the commit of the changes.
-            if !states.is_empty()
-                && let Err(e) = store.save_sync_states(&states)
-            {
-                tracing::warn!("saving sync states failed: {e}");
-            }
-            committed
-        })
-        .await;
-        let ok = match outcome {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::error!("committing changes failed: {e}");
-                false
-            }
-            Err(e) => {
-                tracing::error!("commit task failed: {e}");
-                false
-            }
-        };
-        metrics.commits.inc();
-        metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if !tickets.is_empty() {
+            metrics.commits.inc();
+            metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            // The answers and the fan-out wait for this commit only: the sync states below are
+            // not what anyone was promised, and their transaction (with its own fsync) used to
+            // add its time to every acknowledgement.
             let _ = hub.send(Command::Committed { tickets, ok }).await;
         }
+        if !states.is_empty() && (queue.is_empty() || states_written.elapsed() >= SYNC_STATE_DELAY)
+        {
+            save_sync_states(&store, std::mem::take(&mut states)).await;
+            states_written = Instant::now();
+        }
+    }
+    if !states.is_empty() {
+        save_sync_states(&store, states).await;
+    }
+}
+
+/// Writes sync states; failing to keep them fails nothing else.
+async fn save_sync_states(
+    store: &Arc<dyn RelayStore>,
+    states: HashMap<(DocumentId, String), SyncStateRecord>,
+) {
+    let states: Vec<SyncStateRecord> = states.into_values().collect();
+    let writing = store.clone();
+    let outcome = tokio::task::spawn_blocking(move || writing.save_sync_states(&states)).await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("saving sync states failed: {e}"),
+        Err(e) => tracing::warn!("sync state task failed: {e}"),
     }
 }
 

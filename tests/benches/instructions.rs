@@ -9,6 +9,7 @@
 //! instructions <path> <N>          # setup, then N operations of <path>
 //! instructions <path> <N> setup    # the same setup, no operation
 //! instructions                     # every path a few times, wall clock, a smoke test
+//! instructions memory <N>          # where a relay's memory per hot document goes (RSS)
 //! ```
 //!
 //! Paths:
@@ -55,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     match args.as_slice() {
         [] => smoke(),
+        [mode, n] if mode == "memory" => memory(n.parse().context("N")?),
         [path, n] => run(path, n.parse().context("N")?, false).map(|_| ()),
         [path, n, setup] if setup == "setup" => {
             run(path, n.parse().context("N")?, true).map(|_| ())
@@ -195,6 +197,147 @@ fn run(path: &str, n: usize, setup_only: bool) -> anyhow::Result<u64> {
         other => bail!("unknown path {other}: expected one of {}", PATHS.join(", ")),
     }
     Ok(black_box(out))
+}
+
+// ---- memory: a relay engine's hot documents ------------------------------------------------------
+
+/// The process's resident set size (`/proc/self/statm`, in pages of 4 KiB).
+fn rss() -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("statm has a resident field")?
+        .parse()?;
+    Ok(pages * 4096)
+}
+
+/// Where a relay engine's memory per hot document goes, from RSS growth over `n` plan-like
+/// documents (each uploaded by one device, as workload 5 of the sync bench does). Everything
+/// measured stays alive until the end, so no step reuses memory an earlier one freed:
+/// 1. a relay engine receiving the device's frames (recorded beforehand): hot documents built
+///    by sync, one device session each, and the engine's bookkeeping;
+/// 2. a copy of each of those documents: the Automerge document as sync built it;
+/// 3. a second relay engine holding the same documents loaded from their stored bytes, with no
+///    session (a document reloaded after eviction, before a peer comes back);
+/// 4. the documents alone, loaded from the stored bytes;
+/// 5. copies of those (automerge's own `Clone`);
+/// 6. the device's frames replayed into the engine of step 3: a session per document.
+fn memory(n: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(n > 0, "N must be positive");
+    // Setup: a device uploads n plans to a recording relay; keep its frames and stored bytes.
+    let mut device = SyncEngine::new(
+        EngineConfig::new("bench-device", Role::Device).with_storage_id("bench-device-storage"),
+    );
+    let mut recorder = relay_engine();
+    let on_relay = recorder.connection_opened(Direction::Incoming);
+    let on_device = device.connection_opened(Direction::Outgoing);
+    let mut frames = Vec::new();
+    exchange(&mut device, on_device, &mut recorder, on_relay, &mut frames);
+    let mut documents = Vec::with_capacity(n);
+    for i in 0..n {
+        let document = DocumentId::random();
+        device
+            .create_document(document, |doc| fill_plan(doc, &format!("student-{i}")))?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        exchange(&mut device, on_device, &mut recorder, on_relay, &mut frames);
+        documents.push(document);
+    }
+    let stored: Vec<Vec<u8>> = documents
+        .iter()
+        .map(|d| {
+            recorder
+                .save_document(d)
+                .context("the relay holds the plan")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let stored_bytes: usize = stored.iter().map(Vec::len).sum();
+
+    let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / n as f64;
+    // 1. The relay engine as the relay holds these documents.
+    let r0 = rss()?;
+    let mut relay = relay_engine();
+    let connection = relay.connection_opened(Direction::Incoming);
+    for frame in &frames {
+        relay_receives(&mut relay, connection, frame);
+    }
+    anyhow::ensure!(relay.hot_document_count() == n, "every plan is hot");
+    let r1 = rss()?;
+    // 2. The documents as sync built them.
+    let copies: Vec<automerge::Automerge> = documents
+        .iter()
+        .map(|d| relay.document(d).cloned().context("hot"))
+        .collect::<anyhow::Result<_>>()?;
+    let r2 = rss()?;
+    // 3. Loaded from storage, no session.
+    let mut reloaded = relay_engine();
+    for (document, bytes) in documents.iter().zip(&stored) {
+        load_stored(&mut reloaded, *document, bytes)?;
+    }
+    let r3 = rss()?;
+    // 4. The documents alone, loaded from storage.
+    let loaded: Vec<automerge::Automerge> = stored
+        .iter()
+        .map(|bytes| automerge::Automerge::load(bytes))
+        .collect::<Result<_, _>>()?;
+    let r4 = rss()?;
+    // 5. Copies of those: what automerge holds once the load's spare capacity is gone.
+    let loaded_copies: Vec<automerge::Automerge> = loaded.to_vec();
+    let r5 = rss()?;
+    // 6. The device's frames into the engine of step 3, which already holds every change: one
+    // session per document, and nothing else grows.
+    let connection = reloaded.connection_opened(Direction::Incoming);
+    for frame in &frames {
+        relay_receives(&mut reloaded, connection, frame);
+    }
+    let r6 = rss()?;
+    println!(
+        "{n} plan-like documents, {} B stored each on average",
+        stored_bytes / n
+    );
+    println!(
+        "relay engine, hot with one device session (as in the relay):  {:>8.0} B per document",
+        per(r0, r1)
+    );
+    println!(
+        "a copy of the Automerge document as sync built it:            {:>8.0} B per document",
+        per(r1, r2)
+    );
+    println!(
+        "relay engine, loaded from storage, no session:                {:>8.0} B per document",
+        per(r2, r3)
+    );
+    println!(
+        "the Automerge document alone, loaded from storage:            {:>8.0} B per document",
+        per(r3, r4)
+    );
+    println!(
+        "a copy of that loaded document:                               {:>8.0} B per document",
+        per(r4, r5)
+    );
+    println!(
+        "one device session per document (on the engine of step 3):    {:>8.0} B per document",
+        per(r5, r6)
+    );
+    black_box((copies, loaded, loaded_copies, relay, reloaded));
+    black_box((device, recorder));
+    Ok(())
+}
+
+/// Makes `document` hot in a relay engine from its stored bytes, as the relay's hub does when it
+/// loads a document (here without any peer asking).
+fn load_stored(relay: &mut SyncEngine, document: DocumentId, bytes: &[u8]) -> anyhow::Result<()> {
+    relay.open_document(document);
+    let _ = relay.take_effects();
+    relay.document_loaded(
+        document,
+        StoredDocument {
+            bytes: Some(bytes.to_vec()),
+            sync_states: Vec::new(),
+        },
+    )?;
+    let _ = relay.take_effects();
+    Ok(())
 }
 
 // ---- sync: a device/relay exchange, recorded ---------------------------------------------------

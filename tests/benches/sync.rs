@@ -67,7 +67,9 @@ struct Sizes {
     ingest_writers: usize,
     /// Workload 6: how long the writers write.
     ingest_duration: Duration,
-    /// Which workloads run (1 to 6).
+    /// Workload 7: changes per second each writer makes, whatever the server does.
+    ingest_rate: usize,
+    /// Which workloads run (1 to 7).
     workloads: Vec<usize>,
     /// Per-workload limit; a server that has not finished by then fails the workload.
     timeout: Duration,
@@ -101,6 +103,7 @@ impl Sizes {
             hot_documents: number("TANDEM_BENCH_HOT_DOCS", 1_000)?,
             ingest_writers: number("TANDEM_BENCH_INGEST_WRITERS", 500)?,
             ingest_duration: Duration::from_secs(number("TANDEM_BENCH_INGEST_SECS", 10)? as u64),
+            ingest_rate: number("TANDEM_BENCH_INGEST_RATE", 50)?,
             workloads: match std::env::var("TANDEM_BENCH_WORKLOADS") {
                 Ok(list) => list
                     .split(',')
@@ -110,7 +113,7 @@ impl Sizes {
                             .with_context(|| format!("TANDEM_BENCH_WORKLOADS={list}"))
                     })
                     .collect::<anyhow::Result<_>>()?,
-                Err(_) => (1..=6).collect(),
+                Err(_) => (1..=7).collect(),
             },
             timeout: Duration::from_secs(number("TANDEM_BENCH_TIMEOUT_SECS", 120)? as u64),
             servers,
@@ -121,8 +124,12 @@ impl Sizes {
         if sizes.latency_documents == 0 || sizes.subscribers < sizes.latency_documents {
             bail!("need at least one latency document and one subscriber per document");
         }
-        if sizes.fanout_documents == 0 || sizes.idle_connections == 0 || sizes.ingest_writers == 0 {
-            bail!("fan-out documents, idle connections and ingest writers must not be zero");
+        if sizes.fanout_documents == 0
+            || sizes.idle_connections == 0
+            || sizes.ingest_writers == 0
+            || sizes.ingest_rate == 0
+        {
+            bail!("fan-out documents, idle connections, ingest writers and rate must not be zero");
         }
         Ok(sizes)
     }
@@ -394,6 +401,44 @@ struct Ingest {
     outstanding: Option<Instant>,
     /// Write-to-acknowledgement times of the changes acknowledged before `until`.
     acknowledged: Vec<Duration>,
+    /// Workload 7 (open loop): changes per second, made on a clock rather than on answers.
+    open_loop: Option<OpenLoop>,
+}
+
+/// An open-loop writer: change `i` is due at `began + i / rate`, whether or not the server has
+/// answered. As automerge-repo does, changes made while a message is in flight go out together
+/// in the next one, once the server answered the previous: so when the server has answered,
+/// every change that fell due since is made (one transaction each) and sent in one message. The
+/// latency of a change is from when it was due to its acknowledgement.
+#[derive(Debug)]
+struct OpenLoop {
+    rate: f64,
+    began: Instant,
+    /// Changes made so far.
+    made: u64,
+    /// When each change in flight (made, not yet acknowledged) was due.
+    in_flight: Vec<Instant>,
+    /// Messages that carried changes.
+    messages: u64,
+}
+
+impl OpenLoop {
+    fn due_at(&self, change: u64) -> Instant {
+        self.began + Duration::from_secs_f64(change as f64 / self.rate)
+    }
+}
+
+impl Ingest {
+    /// When the driver must wake up to make the next change: only while nothing is in flight
+    /// (otherwise the server's answer wakes it).
+    fn next_wake(&self) -> Option<Instant> {
+        let open = self.open_loop.as_ref()?;
+        if !open.in_flight.is_empty() {
+            return None;
+        }
+        let due = open.due_at(open.made);
+        (due < self.until).then_some(due)
+    }
 }
 
 impl Device {
@@ -639,7 +684,10 @@ async fn drive(
     let mut stream_done = false;
     while open {
         let due = delayed.front().map(|(at, _)| *at);
+        let wake = device.ingest.as_ref().and_then(Ingest::next_wake);
+        let wake_at = tokio::time::Instant::from_std(wake.unwrap_or_else(Instant::now));
         tokio::select! {
+            () = tokio::time::sleep_until(wake_at), if wake.is_some() => {}
             frame = stream.next(), if !stream_done => {
                 if delay.is_zero() {
                     open = receive(&mut device, connection, frame, &reporter);
@@ -733,7 +781,7 @@ fn check_watch(device: &mut Device, traffic: &Traffic) {
 }
 
 /// Workload 6: once the server advertised our heads, counts the acknowledgement and writes the
-/// next change (until the writer's time is up). True when it wrote.
+/// next change (until the writer's time is up). True when it wrote. Workload 7: see [`OpenLoop`].
 fn ingest_step(device: &mut Device, connection: ConnectionId) -> bool {
     let Some(ingest) = device.ingest.as_mut() else {
         return false;
@@ -742,6 +790,39 @@ fn ingest_step(device: &mut Device, connection: ConnectionId) -> bool {
         return false;
     }
     let now = Instant::now();
+    if let Some(open) = ingest.open_loop.as_mut() {
+        if now <= ingest.until {
+            ingest
+                .acknowledged
+                .extend(open.in_flight.drain(..).map(|due| now - due));
+        }
+        open.in_flight.clear();
+        let mut due = Vec::new();
+        while open.due_at(open.made) <= now.min(ingest.until) {
+            due.push(open.due_at(open.made));
+            open.made += 1;
+        }
+        if due.is_empty() {
+            return false;
+        }
+        let (first, count) = (open.made - due.len() as u64, due.len() as u64);
+        open.in_flight = due;
+        open.messages += 1;
+        let document = ingest.document;
+        return device
+            .engine
+            .local_change(document, |doc| {
+                for n in first..first + count {
+                    doc.transact::<_, _, AutomergeError>(|tx| {
+                        tx.put(ROOT, "notes", n as i64)?;
+                        Ok(())
+                    })
+                    .map_err(|f| f.error)?;
+                }
+                Ok::<_, AutomergeError>(())
+            })
+            .is_ok();
+    }
     if let Some(written) = ingest.outstanding.take()
         && now <= ingest.until
     {
@@ -1747,10 +1828,20 @@ async fn memory(server: &Server, sizes: &Sizes, rows: &mut Rows) -> anyhow::Resu
 /// Workload 6: durable ingest. `ingest_writers` clients, one document each, each writing its
 /// next change as soon as the server advertised the heads of its last one (for the relay: once
 /// committed), for `ingest_duration`. Acknowledged changes per second, and write-to-ack times.
-async fn ingest(server: &Server, sizes: &Sizes, rows: &mut Rows) -> anyhow::Result<()> {
+/// Workload 7 (`rate` given): the same writers in an open loop, each making `rate` changes per
+/// second on a clock (see [`OpenLoop`]); a change counts once acknowledged within the window.
+async fn ingest(
+    server: &Server,
+    sizes: &Sizes,
+    rate: Option<usize>,
+    rows: &mut Rows,
+) -> anyhow::Result<()> {
     let url = server.url.as_str();
     let w = sizes.ingest_writers;
-    let workload = format!("6. durable ingest, {w} writers");
+    let workload = match rate {
+        None => format!("6. durable ingest, {w} writers"),
+        Some(rate) => format!("7. open-loop ingest, {w} writers x {rate} changes/s"),
+    };
     let deadline = Instant::now() + sizes.timeout;
     let documents: Vec<DocumentId> = (0..w).map(|_| DocumentId::random()).collect();
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -1784,6 +1875,13 @@ async fn ingest(server: &Server, sizes: &Sizes, rows: &mut Rows) -> anyhow::Resu
                 until,
                 outstanding: None,
                 acknowledged: Vec::new(),
+                open_loop: rate.map(|rate| OpenLoop {
+                    rate: rate as f64,
+                    began,
+                    made: 0,
+                    in_flight: Vec::new(),
+                    messages: 0,
+                }),
             });
         });
         let _ = writer.commands.send(Order::Run(job));
@@ -1792,9 +1890,14 @@ async fn ingest(server: &Server, sizes: &Sizes, rows: &mut Rows) -> anyhow::Resu
     let window = began.elapsed();
     let commits_after = relay_commits(server).await;
     let mut acknowledged = Vec::new();
+    let (mut made, mut messages) = (0, 0);
     for writer in &writers {
         if let Some(ingest) = writer.run(|device, _| device.ingest.take()).await? {
             acknowledged.extend(ingest.acknowledged);
+            if let Some(open) = ingest.open_loop {
+                made += open.made;
+                messages += open.messages;
+            }
         }
     }
     leave_all(writers).await;
@@ -1810,6 +1913,23 @@ async fn ingest(server: &Server, sizes: &Sizes, rows: &mut Rows) -> anyhow::Resu
     }
     let count = acknowledged.len();
     acknowledged.sort();
+    if let Some(rate) = rate {
+        rows.push((
+            workload.clone(),
+            "changes/s offered (writers x rate)".into(),
+            Figure::Count((w * rate) as u64),
+        ));
+        rows.push((
+            workload.clone(),
+            "changes made in the window".into(),
+            Figure::Count(made),
+        ));
+        rows.push((
+            workload.clone(),
+            "changes per message (made / messages)".into(),
+            Figure::Count((made as f64 / messages.max(1) as f64).round() as u64),
+        ));
+    }
     rows.push((
         workload.clone(),
         format!("changes acknowledged in {:.0} s", window.as_secs_f64()),
@@ -1937,7 +2057,12 @@ async fn bench_server(kind: ServerKind, sizes: &Sizes, notes: &mut Vec<String>) 
         ("5. memory".into(), |v, s, r| Box::pin(memory(v, s, r)), &[]),
         (
             "6. durable ingest".into(),
-            |v, s, r| Box::pin(ingest(v, s, r)),
+            |v, s, r| Box::pin(ingest(v, s, None, r)),
+            &[],
+        ),
+        (
+            "7. open-loop ingest".into(),
+            |v, s, r| Box::pin(ingest(v, s, Some(s.ingest_rate), r)),
             &[],
         ),
     ];

@@ -34,6 +34,17 @@ impl HotDocument {
         Self::default()
     }
 
+    /// Nothing but the stored document is held: it can be dropped and loaded again later
+    /// without losing an input, an unconfirmed change or a peer's subscription.
+    pub(crate) fn is_cold(&self) -> bool {
+        self.doc.is_some()
+            && self.pending.is_empty()
+            && self.queued.is_empty()
+            && self.sessions.is_empty()
+            && self.resume_sessions.is_empty()
+            && !self.wanted_locally
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.doc.as_ref().is_none_or(|d| d.get_heads().is_empty())
     }

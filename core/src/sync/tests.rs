@@ -1096,3 +1096,137 @@ fn past_the_relay_start_limit_the_device_offers_the_remaining_differing_document
         assert_eq!(get(&mut h, r, *doc, "offline").as_deref(), Some("a"));
     }
 }
+
+#[test]
+fn a_document_is_cold_only_once_no_peer_syncs_it_and_nothing_waits_for_a_commit() {
+    let (mut h, [r, a, b], doc) = relay_and_two_devices();
+    let a_side = only_peer(&mut h, a);
+    assert!(
+        h.engine(r).cold_documents().next().is_none(),
+        "A syncs it: not cold"
+    );
+    assert!(!h.engine(r).evict(doc));
+
+    // A writes, and leaves before the relay committed it: the change lives in a pending persist.
+    h.nodes[r].hold_persists = true;
+    h.engine(a)
+        .local_change(doc, |d| put(d, "goals", "finish essay"))
+        .unwrap();
+    h.run_until_quiet();
+    h.drop_link(a, a_side);
+    h.run_until_quiet();
+    assert!(h.engine(r).document(&doc).is_some());
+    assert!(
+        h.engine(r).cold_documents().next().is_none(),
+        "no peer, but a persist is outstanding"
+    );
+    assert!(!h.engine(r).evict(doc), "nothing unpersisted is evicted");
+
+    h.release_persists(r);
+    h.run_until_quiet();
+    assert_eq!(h.engine(r).cold_documents().collect::<Vec<_>>(), vec![doc]);
+    assert!(h.engine(r).evict(doc));
+    assert_eq!(h.engine(r).hot_document_count(), 0);
+
+    // B asks for it: the relay loads it back from storage, with A's last change.
+    h.engine(b).open_document(doc);
+    h.run_until_quiet();
+    assert_eq!(
+        get(&mut h, b, doc, "goals").as_deref(),
+        Some("finish essay")
+    );
+    assert_eq!(get(&mut h, r, doc, "mentee").as_deref(), Some("Ana"));
+}
+
+#[test]
+fn an_evicted_document_moves_again_for_a_returning_peer() {
+    let (mut h, [r, a, b], doc) = relay_and_two_devices();
+    h.engine(b).open_document(doc);
+    h.run_until_quiet();
+    for node in [a, b] {
+        let connection = only_peer(&mut h, node);
+        h.drop_link(node, connection);
+    }
+    h.run_until_quiet();
+    assert!(h.engine(r).evict(doc));
+
+    // Both come back; A writes; B hears it through the reloaded document.
+    h.connect(a, r);
+    h.connect(b, r);
+    h.run_until_quiet();
+    h.engine(a)
+        .local_change(doc, |d| put(d, "goals", "after eviction"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(
+        get(&mut h, b, doc, "goals").as_deref(),
+        Some("after eviction")
+    );
+    assert_eq!(h.engine(a).heads(&doc), h.engine(r).heads(&doc));
+    assert_eq!(h.engine(b).heads(&doc), h.engine(r).heads(&doc));
+}
+
+/// The connection of a device's one peer.
+fn only_peer(h: &mut Harness, node: usize) -> ConnectionId {
+    h.engine(node).peers().next().unwrap().connection
+}
+
+#[test]
+fn a_change_that_waited_for_its_dependency_is_stored_with_it() {
+    use super::Direction;
+    use automerge::sync::{Message as SyncMessage, MessageVersion};
+
+    let mut h = Harness::default();
+    let r = h.add(relay());
+    let on_r = h.engine(r).connection_opened(Direction::Incoming);
+    let join = Message::Join {
+        sender_id: "w".into(),
+        supported_protocol_versions: vec!["1".into()],
+        metadata: None,
+    };
+    h.inject(r, on_r, &join.encode());
+    let document = DocumentId::random();
+    let mut doc = Automerge::new();
+    put(&mut doc, "base", "0");
+    put(&mut doc, "first", "1");
+    put(&mut doc, "second", "2");
+    let changes = doc.get_changes(&[]);
+    let carrying = |indices: &[usize], heads| {
+        let message = SyncMessage {
+            heads,
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: indices
+                .iter()
+                .map(|i| changes[*i].raw_bytes().to_vec())
+                .collect::<Vec<_>>()
+                .into(),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        Message::Sync {
+            sender_id: "w".into(),
+            target_id: "relay".into(),
+            document_id: document,
+            data: message.encode(),
+        }
+        .encode()
+    };
+    let base = vec![changes[0].hash()];
+    h.inject(r, on_r, &carrying(&[0], base));
+    h.run_until_quiet();
+    // The last change first: automerge keeps it until its dependency arrives, in the next one.
+    h.inject(r, on_r, &carrying(&[2], doc.get_heads()));
+    h.run_until_quiet();
+    h.inject(r, on_r, &carrying(&[1], doc.get_heads()));
+    h.run_until_quiet();
+
+    assert_eq!(h.engine(r).heads(&document), Some(doc.get_heads()));
+    let stored = Automerge::load(&h.nodes[r].storage.documents[&document]).unwrap();
+    assert_eq!(
+        stored.get_heads(),
+        doc.get_heads(),
+        "both changes are stored"
+    );
+    assert!(stored.get(ROOT, "second").unwrap().is_some());
+}

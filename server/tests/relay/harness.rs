@@ -199,6 +199,8 @@ pub fn config(data: &Path) -> ServeConfig {
         message_burst: 100_000,
         allow_anonymous: true,
         behind_tls_proxy: false,
+        evict_idle_secs: 60,
+        max_hot_documents: None,
     }
 }
 

@@ -7,12 +7,15 @@
 //! - [`protocol`]: the automerge-repo protocol spoken by hand in CBOR.
 //! - [`bad_input`]: what text frames, garbage, oversize frames and broken sync data get, and that
 //!   the relay keeps serving everyone else afterwards.
+//! - [`eviction`]: cold documents leave memory and are served again from disk; nothing
+//!   uncommitted or still synced is dropped.
 //! - [`process`]: SIGTERM, restarts, SIGKILL during a stream of edits, the idle timeout.
 //! - [`js`]: two official JS clients syncing through the relay, and asking for a missing document.
 #![allow(clippy::unwrap_used)]
 
 mod access;
 mod bad_input;
+mod eviction;
 mod harness;
 mod http;
 mod js;
