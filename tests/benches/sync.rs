@@ -2,12 +2,17 @@
 //! loopback, driven by the same Rust client (`SyncEngine`, `Role::Device`, over tokio-tungstenite
 //! with in-memory storage), so that differences are the servers'.
 //!
-//! Run with `scripts/bench-sync.sh` (it builds the release relay first); it prints a table. Three
-//! workloads, each against a fresh server process:
+//! Run with `scripts/bench-sync.sh` (it builds the release relay first); it prints one table:
+//! workload, measure, our figure, the JS server's, the ratio, and the performance issue's goal.
+//! Seven workloads (`TANDEM_BENCH_WORKLOADS` picks some), each against a fresh server process:
 //! 1. a fresh device downloads documents it knows the ids of;
 //! 2. a device holding many synced documents reconnects with nothing changed, then again with a few
 //!    documents changed on both sides;
-//! 3. a writer edits documents that many connected clients are syncing; delivery latency.
+//! 3. a writer edits documents that many connected clients are syncing; delivery latency;
+//! 4. fan-out: one writer and one subscriber per document, thousands connected;
+//! 5. memory per idle connection and per hot document (server RSS);
+//! 6. durable ingest, closed loop: each writer's next change once the last one is acknowledged;
+//! 7. durable ingest, open loop: each writer makes changes on a clock.
 //!
 //! Sizes come from `TANDEM_BENCH_*` environment variables (see [`Sizes::from_env`]). Every wait has
 //! a timeout; a server that does not finish a workload gets its failure printed as its figure.
@@ -2130,8 +2135,8 @@ async fn bench_server(kind: ServerKind, sizes: &Sizes, notes: &mut Vec<String>) 
 
 fn print_table(tandem: &Rows, js: &Rows) {
     println!();
-    println!("| workload | measure | Tandem relay | JS sync server | JS / Tandem |");
-    println!("|---|---|---:|---:|---:|");
+    println!("| workload | measure | Tandem relay | JS sync server | JS / Tandem | goal |");
+    println!("|---|---|---:|---:|---:|---|");
     let mut keys: Vec<(String, String)> = Vec::new();
     for (w, m, _) in tandem.iter().chain(js.iter()) {
         if !keys.contains(&(w.clone(), m.clone())) {
@@ -2157,8 +2162,34 @@ fn print_table(tandem: &Rows, js: &Rows) {
             _ => "-".into(),
         };
         let show = |f: Option<Figure>| f.map_or("-".into(), |f| f.show());
-        println!("| {w} | {m} | {} | {} | {ratio} |", show(t), show(j));
+        let goal = goal(&w, &m).unwrap_or("");
+        println!(
+            "| {w} | {m} | {} | {} | {ratio} | {goal} |",
+            show(t),
+            show(j)
+        );
     }
+}
+
+/// The performance issue's goal for a row, if it has one.
+fn goal(workload: &str, measure: &str) -> Option<&'static str> {
+    let reconnect_changed = workload.starts_with("2. reconnect");
+    Some(match workload.split('.').next()? {
+        "1" if measure == "wall time until all complete" => "JS / Tandem >= 5",
+        "1" if measure == "bytes received / sum of snapshots" => "<= 1.1",
+        "2" if !reconnect_changed && measure == "bytes received by client" => {
+            "<= 1 KB both ways in total"
+        }
+        "2" if reconnect_changed && measure.starts_with("round trips") => "<= 3",
+        "2" if reconnect_changed && measure == "bytes both ways per changed document" => {
+            "proportional to the changed documents"
+        }
+        "4" if measure == "p99 write-to-subscriber" => "< 50 ms, JS / Tandem >= 10",
+        "5" if measure == "RSS per idle connection" => "<= 16 KB",
+        "5" if measure.starts_with("RSS per hot doc") => "<= 32 KB",
+        "6" | "7" if measure == "changes/s acknowledged (higher is better)" => ">= 20,000 durable",
+        _ => return None,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
