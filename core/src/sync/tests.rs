@@ -1096,3 +1096,7 @@ fn past_the_relay_start_limit_the_device_offers_the_remaining_differing_document
         assert_eq!(get(&mut h, r, *doc, "offline").as_deref(), Some("a"));
     }
 }
+
+// ---- the snapshot fetch ----------------------------------------------------------------------
+
+mod fetch;
