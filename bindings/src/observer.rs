@@ -146,7 +146,7 @@ fn tell(observer: &dyn SyncObserver, event: SyncEvent) {
             changes.iter().map(ToString::to_string).collect(),
         ),
         SyncEvent::RemoteChange(change) => observer.remote_change(change.into()),
-        SyncEvent::Unavailable { .. } | SyncEvent::Failed { .. } => {}
+        SyncEvent::Unavailable { .. } | SyncEvent::Failed { .. } | SyncEvent::FetchProgress(_) => {}
     }
 }
 
