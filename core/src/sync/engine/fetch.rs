@@ -2,11 +2,11 @@
 //! lists the documents it holds nothing of and stores the snapshots it gets; the relay answers
 //! with committed snapshots of the readable ones.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use automerge::ChangeHash;
 use automerge::sync;
+use automerge::{Automerge, ChangeHash, Prop, ReadDoc};
 
 use super::{SyncEngine, changed_paths};
 use crate::ids::DocumentId;
@@ -16,7 +16,7 @@ use crate::sync::fetch::{
     self, BATCH_BYTES, FetchProgress, MAX_SNAPSHOT_BYTES, MAX_WANT_IDS, Serving, SnapshotPersist,
 };
 use crate::sync::message::{FetchStep, Message};
-use crate::sync::{Access, Connection, ConnectionId, Effect, PersistTicket, Role};
+use crate::sync::{Access, ChangedPaths, Connection, ConnectionId, Effect, PersistTicket, Role};
 
 impl SyncEngine {
     /// How far the snapshot fetch with the peer on `connection` has come; `None` if it never
@@ -157,7 +157,15 @@ impl SyncEngine {
             return self.count_fetched(connection, size);
         };
         let before = doc.get_heads();
-        let outcome = catch_unwind(AssertUnwindSafe(|| doc.load_incremental(snapshot)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if before.is_empty() {
+                // Loading whole is cheaper than merging into the empty document.
+                *doc = Automerge::load(snapshot)?;
+                Ok(0)
+            } else {
+                doc.load_incremental(snapshot)
+            }
+        }));
         let after = doc.get_heads();
         match outcome {
             Ok(Ok(_)) => {}
@@ -185,7 +193,13 @@ impl SyncEngine {
         } else {
             doc.save_after(&before)
         };
-        let paths = changed_paths(doc, &before, &after);
+        // A document that arrives whole changed everywhere: its root keys say so without
+        // diffing every value (which cost about as much as loading it).
+        let paths = if before.is_empty() {
+            whole_document_paths(doc, &after)
+        } else {
+            changed_paths(doc, &before, &after)
+        };
         let heads = before.is_empty().then(|| after.clone());
         let known_heads = heads.is_some();
         let ticket = self.persist(document, changes, Some(paths));
@@ -503,6 +517,20 @@ impl SyncEngine {
             waiters.retain(|c| *c != connection);
             !waiters.is_empty()
         });
+    }
+}
+
+/// What changed in a document that was empty: everything under each of its root keys.
+fn whole_document_paths(doc: &Automerge, heads: &[ChangeHash]) -> ChangedPaths {
+    let top_level_keys: BTreeSet<String> = doc.keys(automerge::ROOT).collect();
+    let paths = top_level_keys
+        .iter()
+        .map(|key| vec![Prop::Map(key.clone())])
+        .collect();
+    ChangedPaths {
+        heads: heads.to_vec(),
+        top_level_keys,
+        paths,
     }
 }
 
