@@ -312,6 +312,16 @@ impl SyncEngine {
         if ids.len() > MAX_WANT_IDS {
             return self.fail(connection, "too many documents in one fetch");
         }
+        // Unanswered `want`s hold their documents' snapshots: bounded like sessions are.
+        let queued: usize = self.serving.get(&connection).map_or(0, |queue| {
+            queue
+                .iter()
+                .map(|s| s.waiting.len() + s.snapshots.len() + s.unavailable.len() + s.plain.len())
+                .sum()
+        });
+        if queued + ids.len() > self.config.limits.max_documents_per_connection {
+            return self.fail(connection, "too many documents on one connection");
+        }
         let mut serving = Serving::default();
         let mut seen = HashSet::new();
         for document in ids {

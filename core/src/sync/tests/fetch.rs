@@ -325,3 +325,42 @@ fn a_malformed_snapshot_batch_closes_the_connection() {
             .any(|e| matches!(e, Effect::Close { connection, reason } if *connection == on_d && reason.contains("malformed snapshot batch")))
     );
 }
+
+#[test]
+fn wants_past_the_connection_limit_close_the_connection() {
+    let mut h = Harness::default();
+    let limits = crate::sync::Limits {
+        max_documents_per_connection: 10,
+        ..crate::sync::Limits::default()
+    };
+    let r = h.add(fetch_relay().with_limits(limits));
+    let d = h.add(device("greedy"));
+    let (_, on_r) = h.connect(d, r);
+    h.run_until_quiet();
+    let ids: Vec<DocumentId> = (0..11).map(|_| DocumentId::random()).collect();
+    let want = Message::Fetch {
+        sender_id: "greedy".into(),
+        target_id: "relay".into(),
+        step: FetchStep::Want(crate::sync::fetch::encode_ids(ids.iter())),
+    };
+    h.inject(r, on_r, &want.encode());
+    h.run_until_quiet();
+    assert!(h.nodes[r].events.iter().any(|e| matches!(
+        e,
+        Effect::Close { connection, reason } if *connection == on_r && reason.contains("too many documents")
+    )));
+    // A malformed want (not a whole number of ids) is refused too.
+    let (_, on_r) = h.connect(d, r);
+    h.run_until_quiet();
+    let bad = Message::Fetch {
+        sender_id: "greedy".into(),
+        target_id: "relay".into(),
+        step: FetchStep::Want(vec![1; 17]),
+    };
+    h.inject(r, on_r, &bad.encode());
+    h.run_until_quiet();
+    assert!(h.nodes[r].events.iter().any(|e| matches!(
+        e,
+        Effect::Close { connection, reason } if *connection == on_r && reason.contains("malformed fetch want")
+    )));
+}
