@@ -364,3 +364,37 @@ fn wants_past_the_connection_limit_close_the_connection() {
         Effect::Close { connection, reason } if *connection == on_r && reason.contains("malformed fetch want")
     )));
 }
+
+#[test]
+fn a_reconnect_after_a_fetch_is_one_digest_match() {
+    let mut h = Harness::default();
+    let r = h.add(fetch_relay().with_reconnect_digest(true));
+    let (docs, _) = seed_relay(&mut h, r, 50);
+    let d = h.add(device("fresh"));
+    for doc in &docs {
+        h.engine(d).open_document(*doc);
+    }
+    let (on_d, _) = h.connect(d, r);
+    h.run_until_quiet();
+    h.drop_link(d, on_d);
+    h.run_until_quiet();
+
+    let (on_d, on_r) = h.connect(d, r);
+    h.run_until_quiet();
+    let steps: Vec<_> = h.nodes[r]
+        .sent
+        .iter()
+        .filter(|(c, _, _)| *c == on_r)
+        .filter_map(|(_, m, _)| match m {
+            Message::Digest { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, vec![crate::sync::DigestStep::Match]);
+    assert_eq!(plain_frames(&h, d, on_d), 0);
+    assert_eq!(plain_frames(&h, r, on_r), 0);
+    assert!(fetch_steps(&h, d, on_d).is_empty());
+    for doc in &docs {
+        assert!(h.engine(d).in_sync_with(doc, on_d));
+    }
+}
