@@ -54,4 +54,4 @@ pub use engine::{Engine, EngineConfig};
 pub use error::ApiError;
 pub use observer::{ChangeOrigin, DocumentChange, DocumentObserver, SyncObserver};
 pub use records::*;
-pub use sync::{ConnectionState, RemoteChange, SyncStatus};
+pub use sync::{ConnectionState, FetchProgress, RemoteChange, SyncStatus};

@@ -44,7 +44,8 @@ pub enum ChangeOrigin {
 /// order things happened.
 #[uniffi::export(with_foreign)]
 pub trait SyncObserver: Send + Sync {
-    /// The connection, the pending counts or the last sync time changed.
+    /// The connection, the pending counts, the last sync time or the fetch progress
+    /// (`status.fetch`: documents and bytes stored of those the relay announced) changed.
     fn sync_status_changed(&self, status: SyncStatus);
     /// These local changes (hex hashes, as `history` lists them) are now stored on the relay.
     fn saved_to_server(&self, document: String, changes: Vec<String>);
@@ -137,7 +138,7 @@ fn deliver(
 }
 
 /// One sync event as the [`SyncObserver`] call it is (unavailable and failed documents are not
-/// exported yet).
+/// exported yet; fetch progress arrives as part of the status, which changes with it).
 fn tell(observer: &dyn SyncObserver, event: SyncEvent) {
     match event {
         SyncEvent::Status(status) => observer.sync_status_changed(status.into()),
@@ -146,7 +147,7 @@ fn tell(observer: &dyn SyncObserver, event: SyncEvent) {
             changes.iter().map(ToString::to_string).collect(),
         ),
         SyncEvent::RemoteChange(change) => observer.remote_change(change.into()),
-        SyncEvent::Unavailable { .. } | SyncEvent::Failed { .. } => {}
+        SyncEvent::Unavailable { .. } | SyncEvent::Failed { .. } | SyncEvent::FetchProgress(_) => {}
     }
 }
 

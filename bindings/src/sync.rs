@@ -140,6 +140,30 @@ pub struct SyncStatus {
     pub in_sync: bool,
     /// The last time the device was in sync, in this run or an earlier one.
     pub last_synced_at: Option<SystemTime>,
+    /// Documents this device held nothing of, fetched from the relay as snapshots over the current
+    /// connection: a progress bar's figures.
+    pub fetch: FetchProgress,
+}
+
+/// How far fetching documents from the relay has come: of the documents and bytes the relay
+/// announced on this connection, how many are stored here.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, uniffi::Record)]
+pub struct FetchProgress {
+    pub documents_done: u64,
+    pub documents_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+impl From<tandem_core::sync::FetchProgress> for FetchProgress {
+    fn from(progress: tandem_core::sync::FetchProgress) -> Self {
+        Self {
+            documents_done: progress.documents_done,
+            documents_total: progress.documents_total,
+            bytes_done: progress.bytes_done,
+            bytes_total: progress.bytes_total,
+        }
+    }
 }
 
 impl From<device::SyncStatus> for SyncStatus {
@@ -150,6 +174,7 @@ impl From<device::SyncStatus> for SyncStatus {
             pending_changes: status.pending_changes as u64,
             in_sync: status.in_sync,
             last_synced_at: status.last_synced_at.map(instant_out),
+            fetch: status.fetch.into(),
         }
     }
 }

@@ -18,6 +18,10 @@
 //!   entries of followed directories (also ones added later), documents edited in this run and
 //!   those passed to [`Device::open`]. Offline edits are therefore offered on every (re)connect.
 //! - **Sync state** is saved per (document, relay storage id) and resumed on reconnect.
+//! - **Fresh documents.** Documents the device holds nothing of come from a relay that offers it
+//!   as compacted snapshots (`sync::fetch`) rather than change by change; the relay announces how
+//!   many documents and bytes follow, and [`SyncStatus::fetch`] and [`SyncEvent::FetchProgress`]
+//!   count them as they are stored.
 //!
 //! ```
 //! use tandem_core::device::{ConnectionState, Device};
@@ -59,8 +63,8 @@ use crate::model::DocKind;
 use crate::repo::{LocalCommit, Repo};
 use crate::store::meta_keys;
 use crate::sync::{
-    ConnectionId, Direction, Effect, EngineConfig, Message, Role, StorageId, StoredDocument,
-    SyncEngine,
+    ConnectionId, Direction, Effect, EngineConfig, FetchProgress, Message, Role, StorageId,
+    StoredDocument, SyncEngine,
 };
 
 /// A device's documents and their sync with a relay. See the [module documentation](self).
@@ -86,6 +90,8 @@ pub struct Device {
     status: SyncStatus,
     /// Something moved (remote changes applied, changes saved) since the status was computed.
     progressed: bool,
+    /// The snapshot fetch over the relay's connection, as last reported.
+    fetch: FetchProgress,
 }
 
 impl Device {
@@ -132,6 +138,7 @@ impl Device {
                 ..SyncStatus::default()
             },
             progressed: false,
+            fetch: FetchProgress::default(),
         };
         for document in unsaved.into_iter().chain(followed) {
             device.engine.open_document(document);
@@ -255,7 +262,21 @@ impl Device {
             }
             None => {}
         }
+        self.check_fetch_progress();
         self.settle();
+    }
+
+    /// Reports the snapshot fetch's progress if it moved.
+    fn check_fetch_progress(&mut self) {
+        let Some((relay, _)) = self.relay else {
+            return;
+        };
+        if let Some(progress) = self.engine.fetch_progress(relay)
+            && progress != self.fetch
+        {
+            self.fetch = progress;
+            self.events.push(SyncEvent::FetchProgress(progress));
+        }
     }
 
     /// Checks "saved to server" for every document with unsaved changes and settles every
@@ -404,6 +425,7 @@ impl Device {
                     let stores = peer.durable_storage_id().is_some();
                     self.relay = Some((peer.connection, stores));
                     self.connecting = false;
+                    self.fetch = FetchProgress::default();
                     self.unsettled = self.hot.clone();
                     tracing::info!(peer = %peer.peer_id, stores, "connected to the relay");
                 }
@@ -594,6 +616,7 @@ impl Device {
             pending_changes: unsaved.changes,
             in_sync,
             last_synced_at,
+            fetch: self.fetch,
         };
         if status != self.status {
             self.status = status.clone();

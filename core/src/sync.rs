@@ -90,6 +90,7 @@ mod digest;
 mod document;
 mod effect;
 mod engine;
+mod fetch;
 mod message;
 mod peer;
 
@@ -98,7 +99,10 @@ pub use config::{EngineConfig, Limits, Role};
 pub use connection::{ConnectionId, Direction};
 pub use effect::{ChangedPaths, Effect, PersistTicket};
 pub use engine::{StoredDocument, SyncEngine};
-pub use message::{DIGEST_MESSAGE_TYPE, DigestStep, Message, PROTOCOL_VERSION};
+pub use fetch::FetchProgress;
+pub use message::{
+    DIGEST_MESSAGE_TYPE, DigestStep, FETCH_MESSAGE_TYPE, FetchStep, Message, PROTOCOL_VERSION,
+};
 pub use peer::{PeerId, PeerInfo, PeerMetadata, StorageId};
 
 pub(crate) use connection::Connection;

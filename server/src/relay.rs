@@ -219,7 +219,8 @@ impl Relay {
         let engine_config = EngineConfig::new(format!("tandem-relay-{storage_id}"), Role::Relay)
             .with_storage_id(StorageId::new(storage_id))
             .with_limits(config.limits)
-            .with_reconnect_digest(true);
+            .with_reconnect_digest(true)
+            .with_snapshot_fetch(true);
         let policy = RelayPolicy::default();
         let revision = {
             let mut state = policy.lock();

@@ -1059,7 +1059,9 @@ fn traffic_rows(workload: &str, traffic: TrafficFigures, rows: &mut Rows) {
     ));
 }
 
-/// Workload 1: a fresh device that knows the ids downloads every document.
+/// Workload 1: a fresh device that knows the ids downloads every document. From our relay it
+/// comes as snapshots (the device asks with one `tandem-fetch` want); the JS server, which does
+/// not advertise the fetch, gets the plain automerge-repo requests.
 async fn fresh_device(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::Result<()> {
     let workload = format!("1. fresh device, {} docs", sizes.fresh_documents);
     let deadline = Instant::now() + sizes.timeout;
@@ -1127,11 +1129,26 @@ async fn fresh_device(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::Resu
         bail!("{unavailable} documents reported unavailable");
     }
     let after = client.traffic.figures();
+    // Which way the documents came: our relay offers the snapshot fetch, the JS server does not.
+    let fetched = client
+        .run(|device, connection| device.engine.fetch_progress(connection))
+        .await?;
     client.leave().await?;
     rows.push((
         workload.clone(),
         "wall time until all complete".into(),
         Figure::Millis(ms(took)),
+    ));
+    rows.push((
+        workload.clone(),
+        "protocol (fetch progress: docs, bytes)".into(),
+        Figure::Text(match fetched {
+            Some(p) => format!(
+                "snapshot fetch ({}/{} docs, {}/{} B)",
+                p.documents_done, p.documents_total, p.bytes_done, p.bytes_total
+            ),
+            None => "plain automerge-repo".into(),
+        }),
     ));
     let traffic = difference(after, before);
     traffic_rows(&workload, traffic, rows);

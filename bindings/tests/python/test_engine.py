@@ -345,6 +345,58 @@ def test_two_devices_sync_through_a_real_relay_and_read_the_conflict(tmp_path, r
     mentee.stop_sync()
 
 
+def test_a_fresh_device_sees_the_fetch_progress_reach_every_document(tmp_path, relay):
+    """The coach uploads 20 plans; the mentee's fresh device follows them and gets them from the
+    relay as snapshots: its status (also as the observer hears it) counts every document and byte
+    the relay announced as stored, and every plan reads back."""
+
+    def open_synced(user):
+        return tandem.Engine.open(
+            str(tmp_path / f"{user}-fetch.db"),
+            tandem.EngineConfig(
+                user_id=user,
+                device_name=f"{user}'s phone",
+                durability=tandem.Durability.FULL,
+                relay_url=relay.url,
+                token=relay.token(user),
+            ),
+        )
+
+    coach = open_synced("carla")
+    plans = [new_plan(coach) for _ in range(20)]
+    coach.start_sync()
+    sync(coach)
+
+    mentee = open_synced("ana")
+    recorder = SyncRecorder()
+    mentee.set_sync_observer(recorder)
+    assert mentee.sync_status().fetch == tandem.FetchProgress(
+        documents_done=0, documents_total=0, bytes_done=0, bytes_total=0
+    )
+    for plan in plans:
+        mentee.follow(plan)
+    mentee.start_sync()
+    status = sync(mentee)
+
+    fetch = status.fetch
+    assert fetch.documents_done == fetch.documents_total == len(plans)
+    assert fetch.bytes_done == fetch.bytes_total > 0
+    for plan in plans:
+        assert mentee.plan(plan).mentee == "ana"
+    # The observer heard the progress with the status, ending at the final figures.
+    heard = []
+    while True:
+        try:
+            heard.append(recorder.statuses.get(timeout=5).fetch)
+        except queue.Empty:
+            break
+        if heard[-1] == fetch:
+            break
+    assert heard[-1] == fetch, heard
+    coach.stop_sync()
+    mentee.stop_sync()
+
+
 def test_a_refused_token_is_access_denied(tmp_path, relay):
     """The relay refuses a forged token at the upgrade with 401: the app hears `AccessDenied`
     (sign in again), not `Offline` (wait for the network)."""

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::ids::DocumentId;
 use crate::model::DocKind;
-use crate::sync::{ChangedPaths, ConnectionId};
+use crate::sync::{ChangedPaths, ConnectionId, FetchProgress};
 
 /// Whether the device can reach the relay.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -32,6 +32,10 @@ pub struct SyncStatus {
     pub in_sync: bool,
     /// The last time the device was [`in_sync`](Self::in_sync), in this run or a previous one.
     pub last_synced_at: Option<DateTime<Utc>>,
+    /// Documents this device held nothing of, fetched from the relay as snapshots over the
+    /// current connection: how many documents and bytes the relay announced, and how many of
+    /// them are stored. All zero until a fetch starts; reset on each connection.
+    pub fetch: FetchProgress,
 }
 
 impl SyncStatus {
@@ -87,6 +91,9 @@ pub enum SyncEvent {
     Status(SyncStatus),
     /// A peer's changes to a document are stored and visible.
     RemoteChange(RemoteChange),
+    /// The snapshot fetch moved on (the relay announced more documents, or more are stored);
+    /// the same figures as [`SyncStatus::fetch`]. At most one per frame from the relay.
+    FetchProgress(FetchProgress),
     /// These local changes are now saved on the relay.
     Saved {
         document: DocumentId,

@@ -49,6 +49,10 @@ pub struct EngineConfig {
     /// default for a device (it only starts one with a peer that advertised it); a relay turns it
     /// on only if its driver answers [`Effect::LoadPeerIndex`](super::Effect::LoadPeerIndex).
     pub reconnect_digest: bool,
+    /// Take part in the snapshot fetch (advertised as `tandemFetch` in `peerMetadata`, see
+    /// `sync::fetch`). On by default for a device (it only fetches from a peer that advertised
+    /// it); a relay turns it on with [`EngineConfig::with_snapshot_fetch`].
+    pub snapshot_fetch: bool,
 }
 
 impl EngineConfig {
@@ -61,6 +65,7 @@ impl EngineConfig {
             role,
             limits: Limits::default(),
             reconnect_digest: role == Role::Device,
+            snapshot_fetch: role == Role::Device,
         }
     }
 
@@ -80,11 +85,18 @@ impl EngineConfig {
         self
     }
 
+    /// Turns the snapshot fetch on or off.
+    pub fn with_snapshot_fetch(mut self, on: bool) -> Self {
+        self.snapshot_fetch = on;
+        self
+    }
+
     pub(crate) fn metadata(&self) -> PeerMetadata {
         PeerMetadata {
             storage_id: self.storage_id.clone(),
             is_ephemeral: self.storage_id.is_none(),
             digest: self.reconnect_digest,
+            fetch: self.snapshot_fetch,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! [`SyncEngine`]: the automerge-repo protocol as a state machine. Events go in as method calls;
 //! effects come out of [`SyncEngine::take_effects`]. No IO, no clock, no threads.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::PatchAction;
@@ -10,6 +10,7 @@ use automerge::{Automerge, ChangeHash, Prop, ReadDoc};
 
 use super::digest::{self, DigestState, Held, HeldIndex};
 use super::document::{HotDocument, PeerSession, PeerStatus, Queued};
+use super::fetch::{Fetching, Serving, SnapshotPersist};
 use super::message::{DigestStep, Message, PROTOCOL_VERSION};
 use super::{
     Access, AccessPolicy, AllowAll, ChangedPaths, Connection, ConnectionId, Direction, Effect,
@@ -18,6 +19,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::ids::DocumentId;
 
+mod fetch;
 mod phantom;
 
 /// What the driver read from storage for one document.
@@ -53,6 +55,14 @@ pub struct SyncEngine {
     ticket_heads: HashMap<PersistTicket, Vec<ChangeHash>>,
     /// What peers are answered about documents they may not see (see `phantom`).
     phantoms: HashMap<ConnectionId, HashMap<DocumentId, phantom::Phantom>>,
+    /// Device: the snapshot fetch with each peer (see `sync::fetch`).
+    fetching: HashMap<ConnectionId, Fetching>,
+    /// Device: stored snapshots whose persists are outstanding.
+    snapshot_persists: HashMap<PersistTicket, SnapshotPersist>,
+    /// Relay: the `want`s being answered per connection, oldest first.
+    serving: HashMap<ConnectionId, VecDeque<Serving>>,
+    /// Relay: the connections whose `want`s wait for a document to load or commit.
+    fetch_waiters: fetch::FetchWaiters,
     /// Makes the next received sync message panic inside automerge's place, so tests can reach
     /// the recovery path without a real automerge bug.
     #[cfg(test)]
@@ -92,6 +102,10 @@ impl SyncEngine {
             subscribed: HashMap::new(),
             ticket_heads: HashMap::new(),
             phantoms: HashMap::new(),
+            fetching: HashMap::new(),
+            snapshot_persists: HashMap::new(),
+            serving: HashMap::new(),
+            fetch_waiters: HashMap::new(),
             #[cfg(test)]
             panic_on_next_receive: false,
         }
@@ -103,6 +117,8 @@ impl SyncEngine {
 
     /// Everything the engine wants done since the last call, in order.
     pub fn take_effects(&mut self) -> Vec<Effect> {
+        // The end of a turn: documents opened during it are asked for in one `want`.
+        self.send_wants();
         std::mem::take(&mut self.effects)
     }
 
@@ -257,6 +273,7 @@ impl SyncEngine {
             // Handled before we get here; listed so the match stays exhaustive.
             Message::Error { .. } => {}
             Message::Digest { step, .. } => self.receive_digest(connection, step),
+            Message::Fetch { step, .. } => self.receive_fetch(connection, step),
             // The JS repo logs and ignores message types it does not handle; so do we, which
             // keeps newer peers (remote-heads gossip, future types) connected.
             Message::Other { message_type } => {
@@ -290,6 +307,10 @@ impl SyncEngine {
                             .unwrap_or_else(|| digest::entry_hash(&id, &heads));
                         held.insert(id, Held { heads, hash });
                     }
+                    continue;
+                }
+                // Documents holding nothing are fetched as snapshots from a peer that serves them.
+                if self.want(id, connection) {
                     continue;
                 }
                 self.offer(id, connection);
@@ -386,7 +407,8 @@ impl SyncEngine {
                         }
                     })
                     .collect();
-                self.subscribed.insert(connection, equal);
+                // Added to what the connection holds already (fetched snapshots).
+                self.subscribed.entry(connection).or_default().extend(equal);
                 // Speak first about the differing documents instead of waiting for the device's
                 // offer: our messages (heads and have) go out before `differ`, so the device's
                 // next flight answers them, which saves a round trip (see `sync::digest`). Past
@@ -579,7 +601,7 @@ impl SyncEngine {
         }
         let total = digest::total(ours.values()).to_be_bytes();
         if ours.len() as u64 == count && digest == total {
-            self.subscribed.insert(connection, ours);
+            self.subscribed.entry(connection).or_default().extend(ours);
             self.digests.insert(connection, DigestState::Done);
             self.send_digest(connection, DigestStep::Match);
         } else {
@@ -682,12 +704,15 @@ impl SyncEngine {
         if self.config.role == Role::Device {
             let connections: Vec<ConnectionId> = self.peers().map(|p| p.connection).collect();
             for connection in connections {
-                self.offer(document, connection);
+                if !self.want(document, connection) {
+                    self.offer(document, connection);
+                }
             }
         }
         self.report_if_unavailable(document);
         self.flush(document);
         self.digest_start_settled(document, &start, true);
+        self.fetch_document_settled(document);
         Ok(())
     }
 
@@ -699,6 +724,7 @@ impl SyncEngine {
         };
         self.held_index.remove(&document);
         self.digest_start_settled(document, &hot.start_sessions, false);
+        self.fetch_document_settled(document);
         for input in hot.queued {
             self.send_unavailable(input.connection, document);
         }
@@ -784,6 +810,7 @@ impl SyncEngine {
     /// for that document go out once no persist for it is outstanding.
     pub fn persisted(&mut self, ticket: PersistTicket) {
         self.ticket_heads.remove(&ticket);
+        self.snapshot_persisted(ticket);
         let Some(document) = self.tickets.remove(&ticket) else {
             return;
         };
@@ -802,6 +829,7 @@ impl SyncEngine {
     /// resync and resend what was lost.
     pub fn persist_failed(&mut self, ticket: PersistTicket) {
         self.ticket_heads.remove(&ticket);
+        self.snapshot_persist_failed(ticket);
         if let Some(document) = self.tickets.remove(&ticket) {
             self.reload_document(document);
         }
@@ -858,6 +886,9 @@ impl SyncEngine {
         let hot = self.documents.get(document)?;
         match hot.sessions.get(&connection) {
             Some(session) => session.state.their_heads.clone(),
+            None if self.fetched_heads(document, connection).is_some() => {
+                self.fetched_heads(document, connection).cloned()
+            }
             None => match self.digests.get(&connection) {
                 Some(DigestState::Agreed(agreed)) => agreed.get(document).cloned(),
                 _ => None,
@@ -879,6 +910,18 @@ impl SyncEngine {
             return false;
         }
         let Some(session) = hot.sessions.get(&connection) else {
+            // Asked for as a snapshot and not yet stored: not settled.
+            if self.fetch_awaits(document, connection) {
+                return false;
+            }
+            // The peer sent us this document's snapshot at these heads.
+            if let Some(heads) = self.fetched_heads(document, connection) {
+                let mut ours = doc.get_heads();
+                ours.sort();
+                let mut theirs = heads.clone();
+                theirs.sort();
+                return ours == theirs;
+            }
             // Without a session, the digest exchange says whether the peer holds our heads.
             return match self.digests.get(&connection) {
                 Some(DigestState::Offered(held) | DigestState::Narrowing(held)) => {
@@ -1219,6 +1262,7 @@ impl SyncEngine {
         }
         if self.config.role == Role::Relay {
             self.open_subscribed(document);
+            self.fetch_document_settled(document);
         }
         let Some(hot) = self.documents.get(&document) else {
             return;
@@ -1304,7 +1348,12 @@ impl SyncEngine {
         }
     }
 
-    fn persist(&mut self, document: DocumentId, changes: Vec<u8>, paths: Option<ChangedPaths>) {
+    fn persist(
+        &mut self,
+        document: DocumentId,
+        changes: Vec<u8>,
+        paths: Option<ChangedPaths>,
+    ) -> PersistTicket {
         self.next_ticket += 1;
         let ticket = PersistTicket(self.next_ticket);
         if let Some(hot) = self.documents.get_mut(&document) {
@@ -1319,6 +1368,7 @@ impl SyncEngine {
             document,
             changes,
         });
+        ticket
     }
 
     /// Throws the in-memory document away and loads it again from storage, keeping the peers
@@ -1457,6 +1507,7 @@ impl SyncEngine {
         self.digests.remove(&connection);
         self.subscribed.remove(&connection);
         self.drop_phantoms(connection, None);
+        self.forget_fetches(connection);
         let mut touched = Vec::new();
         for (id, hot) in &mut self.documents {
             if hot.sessions.remove(&connection).is_some() {

@@ -85,9 +85,51 @@ pub enum Message {
         target_id: PeerId,
         step: DigestStep,
     },
+    /// Tandem's snapshot fetch (type `tandem-fetch`, see [`FetchStep`] and `sync::fetch`). Sent
+    /// only to peers that advertised `tandemFetch` in their `peerMetadata`.
+    Fetch {
+        sender_id: PeerId,
+        target_id: PeerId,
+        step: FetchStep,
+    },
     /// A well-formed message of a type this engine does not act on.
     Other { message_type: String },
 }
+
+/// The steps of the snapshot fetch: a device asks for documents it holds nothing of in one
+/// message, and the relay answers with their compacted snapshots (see `sync::fetch`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum FetchStep {
+    /// Device to relay: the 16-byte ids of the documents it wants.
+    Want(Vec<u8>),
+    /// Relay to device, first answer to the oldest unanswered `want`: how many snapshots follow
+    /// and their total size in bytes, so the app can show progress.
+    Manifest { count: u64, bytes: u64 },
+    /// Relay to device: a batch of snapshots, each its 16-byte document id, the snapshot's
+    /// length (LEB128) and the snapshot (automerge's compacted `save()`).
+    Snapshots(Vec<u8>),
+    /// Relay to device, last answer to the oldest unanswered `want`: the ids that are
+    /// unavailable (absent or not readable by the device, told apart nowhere) and the ids left to
+    /// the plain protocol (too large for a snapshot frame); each a run of 16-byte ids.
+    Done {
+        unavailable: Vec<u8>,
+        plain: Vec<u8>,
+    },
+}
+
+impl FetchStep {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Want(_) => "want",
+            Self::Manifest { .. } => "manifest",
+            Self::Snapshots(_) => "snapshots",
+            Self::Done { .. } => "done",
+        }
+    }
+}
+
+/// The message type of [`Message::Fetch`].
+pub const FETCH_MESSAGE_TYPE: &str = "tandem-fetch";
 
 /// The steps of the reconnect digest exchange. Every digest is over (document id, sorted heads)
 /// of the documents one side shares with the other (see `sync::digest`).
@@ -134,6 +176,7 @@ impl Message {
             Self::Ephemeral { .. } => "ephemeral",
             Self::Error { .. } => "error",
             Self::Digest { .. } => DIGEST_MESSAGE_TYPE,
+            Self::Fetch { .. } => FETCH_MESSAGE_TYPE,
             Self::Other { message_type } => message_type,
         }
     }
@@ -255,6 +298,28 @@ impl Message {
                     | DigestStep::Differ(data) => map.value("data", Value::Bytes(data.clone())),
                 }
             }
+            Self::Fetch {
+                sender_id,
+                target_id,
+                step,
+            } => {
+                map.text("senderId", sender_id.as_str());
+                map.text("targetId", target_id.as_str());
+                map.text("step", step.name());
+                match step {
+                    FetchStep::Want(data) | FetchStep::Snapshots(data) => {
+                        map.value("data", Value::Bytes(data.clone()));
+                    }
+                    FetchStep::Manifest { count, bytes } => {
+                        map.value("count", Value::Integer((*count).into()));
+                        map.value("size", Value::Integer((*bytes).into()));
+                    }
+                    FetchStep::Done { unavailable, plain } => {
+                        map.value("data", Value::Bytes(unavailable.clone()));
+                        map.value("plain", Value::Bytes(plain.clone()));
+                    }
+                }
+            }
             Self::Other { .. } => {}
         }
         let mut bytes = Vec::new();
@@ -343,6 +408,26 @@ impl Message {
                     step,
                 }
             }
+            FETCH_MESSAGE_TYPE => {
+                let step = match fields.required_text("step")?.as_str() {
+                    "want" => FetchStep::Want(fields.bytes("data")?),
+                    "manifest" => FetchStep::Manifest {
+                        count: fields.count()?,
+                        bytes: fields.unsigned("size")?,
+                    },
+                    "snapshots" => FetchStep::Snapshots(fields.bytes("data")?),
+                    "done" => FetchStep::Done {
+                        unavailable: fields.bytes("data")?,
+                        plain: fields.bytes("plain")?,
+                    },
+                    other => return Err(Error::protocol(format!("unknown fetch step `{other}`"))),
+                };
+                Self::Fetch {
+                    sender_id: fields.peer_id("senderId")?,
+                    target_id: fields.peer_id("targetId")?,
+                    step,
+                }
+            }
             _ => Self::Other { message_type },
         };
         Ok(message)
@@ -372,6 +457,10 @@ fn encode_metadata(metadata: &PeerMetadata) -> Value {
     if metadata.digest {
         // Tandem's reconnect digest; automerge-repo peers ignore unknown metadata keys.
         map.value("tandemDigest", Value::Integer(1.into()));
+    }
+    if metadata.fetch {
+        // Tandem's snapshot fetch; ignored by automerge-repo peers too.
+        map.value("tandemFetch", Value::Integer(1.into()));
     }
     Value::Map(map.0)
 }
@@ -434,15 +523,21 @@ impl Fields {
     }
 
     fn count(&self) -> Result<u64> {
-        match self.get("count") {
-            None => Err(Error::protocol("missing `count`")),
+        self.unsigned("count")
+    }
+
+    fn unsigned(&self, key: &str) -> Result<u64> {
+        match self.get(key) {
+            None => Err(Error::protocol(format!("missing `{key}`"))),
             Some(Value::Integer(n)) => {
-                u64::try_from(*n).map_err(|_| Error::protocol("`count` is out of range"))
+                u64::try_from(*n).map_err(|_| Error::protocol(format!("`{key}` is out of range")))
             }
             Some(Value::Float(f)) if f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64 => {
                 Ok(*f as u64)
             }
-            Some(_) => Err(Error::protocol("`count` is not a non-negative integer")),
+            Some(_) => Err(Error::protocol(format!(
+                "`{key}` is not a non-negative integer"
+            ))),
         }
     }
 
@@ -464,6 +559,7 @@ impl Fields {
             storage_id: fields.optional_text("storageId")?.map(StorageId::from),
             is_ephemeral,
             digest: matches!(fields.get("tandemDigest"), Some(Value::Integer(n)) if i128::from(*n) == 1),
+            fetch: matches!(fields.get("tandemFetch"), Some(Value::Integer(n)) if i128::from(*n) == 1),
         }))
     }
 }
@@ -518,6 +614,7 @@ mod tests {
             supported_protocol_versions: vec!["1".into()],
             metadata: Some(PeerMetadata {
                 digest: false,
+                fetch: false,
                 storage_id: Some("st".into()),
                 is_ephemeral: false,
             }),
@@ -549,6 +646,7 @@ mod tests {
             target_id: "alice".into(),
             metadata: Some(PeerMetadata {
                 digest: false,
+                fetch: false,
                 storage_id: None,
                 is_ephemeral: true,
             }),
@@ -672,6 +770,7 @@ mod tests {
                     supported_protocol_versions: vec!["1".into()],
                     metadata: Some(PeerMetadata {
                         digest: false,
+                        fetch: false,
                         storage_id: None,
                         is_ephemeral: true
                     }),
@@ -719,6 +818,89 @@ mod tests {
                 Message::Other {
                     message_type: kind.into()
                 }
+            );
+        }
+    }
+
+    #[test]
+    fn every_fetch_step_and_the_fetch_flag_round_trip() {
+        let steps = [
+            FetchStep::Want(vec![7; 32]),
+            FetchStep::Manifest {
+                count: 1000,
+                bytes: 400_000,
+            },
+            FetchStep::Snapshots(vec![1, 2, 3]),
+            FetchStep::Done {
+                unavailable: vec![9; 16],
+                plain: Vec::new(),
+            },
+        ];
+        for step in steps {
+            let message = Message::Fetch {
+                sender_id: "a".into(),
+                target_id: "b".into(),
+                step,
+            };
+            assert_eq!(message.message_type(), FETCH_MESSAGE_TYPE);
+            assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+        }
+        let join = Message::Join {
+            sender_id: "a".into(),
+            supported_protocol_versions: vec!["1".into()],
+            metadata: Some(PeerMetadata {
+                storage_id: None,
+                is_ephemeral: true,
+                digest: true,
+                fetch: true,
+            }),
+        };
+        assert_eq!(Message::decode(&join.encode()).unwrap(), join);
+    }
+
+    #[test]
+    fn bad_fetch_frames_get_clear_errors() {
+        let fetch = |step: &str, extra: Vec<(&'static str, Value)>| {
+            let mut entries = vec![
+                ("type", Value::Text(FETCH_MESSAGE_TYPE.into())),
+                ("senderId", Value::Text("a".into())),
+                ("targetId", Value::Text("b".into())),
+                ("step", Value::Text(step.into())),
+            ];
+            entries.extend(extra);
+            frame(entries)
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (fetch("later", vec![]), "unknown fetch step `later`"),
+            (fetch("want", vec![]), "missing `data`"),
+            (
+                fetch("manifest", vec![("count", Value::Integer(3.into()))]),
+                "missing `size`",
+            ),
+            (
+                fetch(
+                    "manifest",
+                    vec![
+                        ("count", Value::Integer(3.into())),
+                        ("size", Value::Integer((-1).into())),
+                    ],
+                ),
+                "`size` is out of range",
+            ),
+            (
+                fetch("done", vec![("data", Value::Bytes(vec![]))]),
+                "missing `plain`",
+            ),
+            (
+                fetch("snapshots", vec![("data", Value::Text("x".into()))]),
+                "`data` is not a byte string",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let error = Message::decode(&bytes).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
             );
         }
     }

@@ -28,6 +28,10 @@ pub struct PeerMetadata {
     /// a reconnect with one digest instead of offering every document; a relay that sees it
     /// answers digests. Plain automerge-repo peers do not send it.
     pub digest: bool,
+    /// Tandem's snapshot fetch (`tandemFetch: 1`, see `sync::fetch`): a device that sees it on
+    /// the relay asks for documents it holds nothing of in one `tandem-fetch` message and gets
+    /// their snapshots; a relay that sees it answers such messages.
+    pub fetch: bool,
 }
 
 /// A peer as the engine knows it once the handshake is done. This is what an

@@ -1230,3 +1230,7 @@ fn a_change_that_waited_for_its_dependency_is_stored_with_it() {
     );
     assert!(stored.get(ROOT, "second").unwrap().is_some());
 }
+
+// ---- the snapshot fetch ----------------------------------------------------------------------
+
+mod fetch;

@@ -367,6 +367,97 @@ async fn a_fresh_device_pulls_everything_through_the_directory() -> anyhow::Resu
     relay.stop().await
 }
 
+/// A fresh device following a directory of many plans gets them from the relay as snapshots,
+/// and the app sees the progress reach every document and every byte the relay announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_device_fetches_many_documents_and_reports_progress() -> anyhow::Result<()> {
+    const PLANS: usize = 200;
+    let relay = InProcessRelay::start().await?;
+    let dir = TempDir::new()?;
+    let mut a = device(dir.path(), "carla")?;
+    let (directory, plans) = a.with_repo(|repo| {
+        let directory = repo.create_directory(NewDirectory {
+            program: "First-year success".into(),
+            coach: UserId::from("carla"),
+            mentee: UserId::from("ana"),
+        })?;
+        let mut plans = Vec::new();
+        for i in 0..PLANS {
+            let plan = repo.create_plan(new_plan())?;
+            repo.add_directory_entry(
+                directory,
+                DirectoryEntry {
+                    document: plan.0,
+                    kind: DocKind::Plan,
+                    title: format!("plan {i}"),
+                },
+            )?;
+            plans.push(plan);
+        }
+        Ok((directory, plans))
+    })?;
+    let a = start(a, &relay.url);
+    synced(&a).await?;
+    // What the relay holds, compacted: the snapshots the fresh device should receive.
+    let snapshot_bytes: u64 = a.with_device(|device| {
+        std::iter::once(directory.0)
+            .chain(plans.iter().map(|plan| plan.0))
+            .map(|id| {
+                device
+                    .engine()
+                    .save_document(&id)
+                    .map_or(0, |b| b.len() as u64)
+            })
+            .sum()
+    });
+
+    // Connected first, so no event is missed; then it follows the directory.
+    let fresh = start(device(dir.path(), "coordinator")?, &relay.url);
+    synced(&fresh).await?;
+    let mut events = fresh.subscribe();
+    fresh.follow(directory.0)?;
+    let status = fresh.sync_now(TIMEOUT).await?;
+
+    let total = PLANS as u64 + 1;
+    ensure!(
+        status.fetch.documents_done == total
+            && status.fetch.documents_total == total
+            && status.fetch.bytes_done == snapshot_bytes
+            && status.fetch.bytes_total == snapshot_bytes,
+        "{:?}, expected {total} documents of {snapshot_bytes} bytes",
+        status.fetch
+    );
+    let mut reported = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let SyncEvent::FetchProgress(progress) = event {
+            reported.push(progress);
+        }
+    }
+    ensure!(
+        reported.last() == Some(&status.fetch),
+        "the last progress event is the final figure: {reported:?}"
+    );
+    ensure!(
+        reported
+            .windows(2)
+            .all(|w| w[0].documents_done <= w[1].documents_done
+                && w[0].bytes_done <= w[1].bytes_done),
+        "progress only moves forward: {reported:?}"
+    );
+    ensure!(reported.len() > 1, "progress came in steps: {reported:?}");
+    // Every plan is readable on the fresh device, through the projection.
+    let on_fresh = fresh.with_repo(|repo| repo.plans_of_mentee(&UserId::from("ana")))?;
+    ensure!(on_fresh.len() == PLANS, "{} plans", on_fresh.len());
+    for plan in &plans {
+        ensure!(
+            fresh.with_repo(|repo| repo.heads(plan.0))? == a.with_repo(|repo| repo.heads(plan.0))?
+        );
+    }
+    a.stop().await;
+    fresh.stop().await;
+    relay.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_offline_for_many_changes_catches_up() -> anyhow::Result<()> {
     const EDITS: u8 = 100;
