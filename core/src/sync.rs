@@ -93,9 +93,10 @@ mod engine;
 mod fetch;
 mod message;
 mod peer;
+mod peer_index;
 
 pub use access::{Access, AccessPolicy, AllowAll};
-pub use config::{EngineConfig, Limits, Role};
+pub use config::{DEFAULT_PEER_INDEX_CACHE, EngineConfig, Limits, Role};
 pub use connection::{ConnectionId, Direction};
 pub use effect::{ChangedPaths, Effect, PersistTicket};
 pub use engine::{StoredDocument, SyncEngine};

@@ -69,6 +69,13 @@ pub struct ServeConfig {
     #[arg(long, env = "TANDEM_MAX_HOT_DOCUMENTS")]
     pub max_hot_documents: Option<usize>,
 
+    /// How many devices' reconnect-digest indexes (one entry per document synced with that
+    /// device, about 50 bytes each) stay in memory, so that a device reconnecting with nothing
+    /// changed is answered without reading its documents' heads; the least recently reconnected
+    /// go first. 0 reads them on every reconnect.
+    #[arg(long, env = "TANDEM_PEER_INDEX_CACHE", default_value_t = tandem_core::sync::DEFAULT_PEER_INDEX_CACHE)]
+    pub peer_index_cache: usize,
+
     /// DEVELOPMENT ONLY: admit connections without a token, as anonymous peers that may read and
     /// write every document. Never on by default.
     #[arg(long, env = "TANDEM_ALLOW_ANONYMOUS")]
@@ -103,6 +110,7 @@ impl ServeConfig {
         crate::relay::Eviction {
             idle: Duration::from_secs(self.evict_idle_secs),
             max_hot_documents: self.max_hot_documents,
+            peer_indexes: self.peer_index_cache,
         }
     }
 

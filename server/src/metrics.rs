@@ -14,6 +14,7 @@ pub struct Metrics {
     pub documents: Gauge,
     pub documents_in_memory: Gauge,
     pub evictions: Counter,
+    pub peer_index_reads: Counter,
     pub messages_in: Counter,
     pub messages_out: Counter,
     pub bytes_in: Counter,
@@ -37,6 +38,7 @@ impl Metrics {
             documents: Gauge::default(),
             documents_in_memory: Gauge::default(),
             evictions: Counter::default(),
+            peer_index_reads: Counter::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             bytes_in: Counter::default(),
@@ -66,6 +68,11 @@ impl Metrics {
             "evictions",
             "Cold documents dropped from memory (they stay on disk)",
             metrics.evictions.clone(),
+        );
+        registry.register(
+            "peer_index_reads",
+            "Reconnect digest indexes read from storage (the others were answered from memory)",
+            metrics.peer_index_reads.clone(),
         );
         registry.register(
             "messages_in",

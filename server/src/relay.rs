@@ -174,6 +174,9 @@ pub struct Eviction {
     pub idle: Duration,
     /// Beyond this many documents in memory, cold ones are dropped at once, the longest cold first.
     pub max_hot_documents: Option<usize>,
+    /// How many peers' reconnect-digest indexes stay in memory between reconnects (0: each
+    /// reconnect reads its peer's index from storage).
+    pub peer_indexes: usize,
 }
 
 impl Eviction {
@@ -220,7 +223,8 @@ impl Relay {
             .with_storage_id(StorageId::new(storage_id))
             .with_limits(config.limits)
             .with_reconnect_digest(true)
-            .with_snapshot_fetch(true);
+            .with_snapshot_fetch(true)
+            .with_peer_index_cache(config.eviction.peer_indexes);
         let policy = RelayPolicy::default();
         let revision = {
             let mut state = policy.lock();
@@ -584,6 +588,7 @@ impl Hub {
     }
 
     fn load_peer_index(&self, connection: ConnectionId, storage_id: StorageId) {
+        self.metrics.peer_index_reads.inc();
         let store = self.store.clone();
         let commands = self.commands.clone();
         tokio::spawn(async move {

@@ -32,6 +32,9 @@ impl Default for Limits {
     }
 }
 
+/// How many peers' digest indexes a relay keeps in memory unless configured otherwise.
+pub const DEFAULT_PEER_INDEX_CACHE: usize = 256;
+
 /// The engine's configuration.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -53,6 +56,10 @@ pub struct EngineConfig {
     /// `sync::fetch`). On by default for a device (it only fetches from a peer that advertised
     /// it); a relay turns it on with [`EngineConfig::with_snapshot_fetch`].
     pub snapshot_fetch: bool,
+    /// Relay: how many peers' reconnect-digest indexes are kept in memory between reconnects
+    /// (see `sync::peer_index`), least recently used out first; 0 reads every peer's index from
+    /// storage on each reconnect. Each costs about 50 bytes per document synced with that peer.
+    pub peer_index_cache: usize,
 }
 
 impl EngineConfig {
@@ -66,6 +73,10 @@ impl EngineConfig {
             limits: Limits::default(),
             reconnect_digest: role == Role::Device,
             snapshot_fetch: role == Role::Device,
+            peer_index_cache: match role {
+                Role::Device => 0,
+                Role::Relay => DEFAULT_PEER_INDEX_CACHE,
+            },
         }
     }
 
@@ -82,6 +93,12 @@ impl EngineConfig {
     /// Turns the reconnect digest on or off.
     pub fn with_reconnect_digest(mut self, on: bool) -> Self {
         self.reconnect_digest = on;
+        self
+    }
+
+    /// How many peers' digest indexes a relay keeps in memory (0: none).
+    pub fn with_peer_index_cache(mut self, indexes: usize) -> Self {
+        self.peer_index_cache = indexes;
         self
     }
 

@@ -12,6 +12,7 @@ use super::digest::{self, DigestState, Held, HeldIndex};
 use super::document::{HotDocument, PeerSession, PeerStatus, Queued};
 use super::fetch::{Fetching, Serving, SnapshotPersist};
 use super::message::{DigestStep, Message, PROTOCOL_VERSION};
+use super::peer_index::PeerIndexCache;
 use super::{
     Access, AccessPolicy, AllowAll, ChangedPaths, Connection, ConnectionId, Direction, Effect,
     EngineConfig, PeerId, PeerInfo, PersistTicket, Role, StorageId,
@@ -63,6 +64,8 @@ pub struct SyncEngine {
     serving: HashMap<ConnectionId, VecDeque<Serving>>,
     /// Relay: the connections whose `want`s wait for a document to load or commit.
     fetch_waiters: fetch::FetchWaiters,
+    /// Relay: peers' digest indexes kept between reconnects (see `sync::peer_index`).
+    peer_indexes: PeerIndexCache,
     /// Makes the next received sync message panic inside automerge's place, so tests can reach
     /// the recovery path without a real automerge bug.
     #[cfg(test)]
@@ -87,6 +90,7 @@ impl SyncEngine {
 
     pub fn with_policy(config: EngineConfig, policy: Box<dyn AccessPolicy>) -> Self {
         Self {
+            peer_indexes: PeerIndexCache::new(config.peer_index_cache),
             config,
             policy,
             connections: BTreeMap::new(),
@@ -365,10 +369,21 @@ impl SyncEngine {
                 self.digests
                     .insert(connection, DigestState::Loading { count, digest });
                 match storage_id {
-                    Some(storage_id) => self.effects.push(Effect::LoadPeerIndex {
-                        connection,
-                        storage_id,
-                    }),
+                    // Answered from memory: no read, no hashing (see `sync::peer_index`).
+                    Some(storage_id) if self.peer_indexes.touch(&storage_id) => {
+                        let ours = match self.peer_indexes.get(&storage_id) {
+                            Some(index) => self.readable_entries(connection, &index.entries),
+                            None => HashMap::new(),
+                        };
+                        self.answer_offer(connection, ours);
+                    }
+                    Some(storage_id) => {
+                        self.peer_indexes.start_fill(connection, storage_id.clone());
+                        self.effects.push(Effect::LoadPeerIndex {
+                            connection,
+                            storage_id,
+                        });
+                    }
                     // Nothing is kept for a peer without storage: everything it holds differs.
                     None => self.peer_index_loaded(connection, Vec::new()),
                 }
@@ -572,33 +587,77 @@ impl SyncEngine {
 
     /// The driver's answer to [`Effect::LoadPeerIndex`]: the documents synced with the peer on
     /// `connection` before, at the heads storage has committed. Documents the peer may not read
-    /// are left out, so the answer reveals nothing about them.
+    /// are left out, so the answer reveals nothing about them. The index is kept in memory for
+    /// the peer's next reconnect if nothing that moved while it was read leaves a doubt.
     pub fn peer_index_loaded(
         &mut self,
         connection: ConnectionId,
         index: Vec<(DocumentId, Vec<ChangeHash>)>,
     ) {
+        let fill = self.peer_indexes.take_fill(connection);
+        if !matches!(
+            self.digests.get(&connection),
+            Some(DigestState::Loading { .. })
+        ) {
+            return;
+        }
+        let mut entries = HashMap::new();
+        for (document, stored_heads) in index {
+            // A hot document with nothing waiting for a commit is exactly what storage holds,
+            // and may be newer than what the driver read.
+            let heads = self.committed_heads(&document).unwrap_or(stored_heads);
+            if !heads.is_empty() {
+                entries.insert(document, digest::entry_hash(&document, &heads));
+            }
+        }
+        if let Some(fill) = fill {
+            // Sync states saved but perhaps not yet written when storage was read.
+            for (document, hot) in &self.documents {
+                if hot.saved_states.contains_key(&fill.storage_id)
+                    && !entries.contains_key(document)
+                    && let Some(heads) = self.committed_heads(document)
+                    && !heads.is_empty()
+                {
+                    entries.insert(*document, digest::entry_hash(document, &heads));
+                }
+            }
+            // A document that moved during the read and whose committed heads are not in memory
+            // may have been read before it moved: it is left out (the device syncs it), and the
+            // index is not kept.
+            let mut exact = true;
+            for document in &fill.moved {
+                if self.committed_heads(document).is_none() {
+                    entries.remove(document);
+                    exact = false;
+                }
+            }
+            if exact {
+                self.peer_indexes.insert(fill.storage_id, entries.clone());
+            }
+        }
+        let ours = self.readable_entries(connection, &entries);
+        self.answer_offer(connection, ours);
+    }
+
+    /// The entries of an index for documents the peer on `connection` may read.
+    fn readable_entries(
+        &self,
+        connection: ConnectionId,
+        entries: &HashMap<DocumentId, u128>,
+    ) -> HashMap<DocumentId, u128> {
+        entries
+            .iter()
+            .filter(|(document, _)| self.decide(connection, document) != Access::None)
+            .map(|(document, hash)| (*document, *hash))
+            .collect()
+    }
+
+    /// Relay: answers the device's `offer` on `connection` with our entries for it: `match` or
+    /// our bucket digests.
+    fn answer_offer(&mut self, connection: ConnectionId, ours: HashMap<DocumentId, u128>) {
         let Some(DigestState::Loading { count, digest }) = self.digests.remove(&connection) else {
             return;
         };
-        let mut ours = HashMap::new();
-        for (document, stored_heads) in index {
-            if self.decide(connection, &document) == Access::None {
-                continue;
-            }
-            // A hot document with nothing waiting for a commit is exactly what storage holds,
-            // and may be newer than what the driver read.
-            let heads = match self.documents.get(&document) {
-                Some(hot) if hot.pending.is_empty() => match hot.doc.as_ref() {
-                    Some(doc) => doc.get_heads(),
-                    None => stored_heads,
-                },
-                _ => stored_heads,
-            };
-            if !heads.is_empty() {
-                ours.insert(document, digest::entry_hash(&document, &heads));
-            }
-        }
         let total = digest::total(ours.values()).to_be_bytes();
         if ours.len() as u64 == count && digest == total {
             self.subscribed.entry(connection).or_default().extend(ours);
@@ -610,6 +669,61 @@ impl SyncEngine {
             self.digests.insert(connection, DigestState::Answered(ours));
             self.send_digest(connection, DigestStep::Buckets(encoded));
         }
+    }
+
+    /// Relay: the heads storage has committed for a document, if memory knows them: loaded,
+    /// with nothing waiting for a commit.
+    fn committed_heads(&self, document: &DocumentId) -> Option<Vec<ChangeHash>> {
+        let hot = self.documents.get(document)?;
+        if !hot.pending.is_empty() {
+            return None;
+        }
+        hot.doc.as_ref().map(Automerge::get_heads)
+    }
+
+    /// Relay: the committed heads of a document moved (or may have): cached peer indexes holding
+    /// it follow, or are dropped if memory does not know them.
+    fn index_moved(&mut self, document: DocumentId, committed: Option<&[ChangeHash]>) {
+        if self.config.role != Role::Relay || self.peer_indexes.is_idle() {
+            return;
+        }
+        self.peer_indexes.note_moved(document);
+        if !self.peer_indexes.is_held(&document) {
+            return;
+        }
+        match committed {
+            Some(heads) if !heads.is_empty() => {
+                let hash = digest::entry_hash(&document, heads);
+                self.peer_indexes.committed(document, hash);
+            }
+            _ => self.peer_indexes.forget_document(&document),
+        }
+    }
+
+    /// Relay: a sync state of the document is being saved for `storage_id`: the peer's cached
+    /// index holds the document from now on, at its committed heads.
+    pub(super) fn index_synced(&mut self, document: DocumentId, storage_id: &StorageId) {
+        if self.config.role != Role::Relay || self.peer_indexes.is_idle() {
+            return;
+        }
+        self.peer_indexes.note_moved(document);
+        if self.peer_indexes.get(storage_id).is_none() {
+            return;
+        }
+        match self.committed_heads(&document) {
+            // Nothing stored yet: no entry, as storage's index would have none.
+            Some(heads) if heads.is_empty() => {}
+            Some(heads) => {
+                let hash = digest::entry_hash(&document, &heads);
+                self.peer_indexes.synced(document, storage_id, hash);
+            }
+            None => self.peer_indexes.remove(storage_id),
+        }
+    }
+
+    /// How many peers' digest indexes are held in memory.
+    pub fn cached_peer_indexes(&self) -> usize {
+        self.peer_indexes.len()
     }
 
     /// Relay: connections found holding the document at heads it has since moved from get a
@@ -801,6 +915,8 @@ impl SyncEngine {
                 return Err(Error::malformed("automerge panicked on stored changes"));
             }
         }
+        // Stored by someone else: which heads storage holds now is not ours to tell.
+        self.index_moved(document, None);
         self.offer_to_peers(document);
         self.flush(document);
         Ok(())
@@ -809,7 +925,11 @@ impl SyncEngine {
     /// The driver committed the changes of [`Effect::Persist`] `ticket`. Held-back sync messages
     /// for that document go out once no persist for it is outstanding.
     pub fn persisted(&mut self, ticket: PersistTicket) {
-        self.ticket_heads.remove(&ticket);
+        let heads = self.ticket_heads.remove(&ticket);
+        if let (Some(heads), Some(document)) = (heads, self.tickets.get(&ticket).copied()) {
+            // Storage holds these heads now, even while later persists are outstanding.
+            self.index_moved(document, Some(&heads));
+        }
         self.snapshot_persisted(ticket);
         let Some(document) = self.tickets.remove(&ticket) else {
             return;
@@ -1261,6 +1381,11 @@ impl SyncEngine {
             return;
         }
         if self.config.role == Role::Relay {
+            // Loaded with nothing waiting for a commit: storage holds exactly these heads.
+            if !self.peer_indexes.is_idle() {
+                let heads = self.heads(&document);
+                self.index_moved(document, heads.as_deref());
+            }
             self.open_subscribed(document);
             self.fetch_document_settled(document);
         }
@@ -1339,6 +1464,7 @@ impl SyncEngine {
                 self.send(connection, &wire);
             }
             if let Some((storage_id, state)) = state_to_save {
+                self.index_synced(document, &storage_id);
                 self.effects.push(Effect::SaveSyncState {
                     document,
                     storage_id,
@@ -1379,6 +1505,9 @@ impl SyncEngine {
             return;
         };
         self.held_index.remove(&document);
+        // Outstanding persists may still commit unseen: the committed heads are unknown until
+        // the document is loaded again.
+        self.index_moved(document, None);
         self.tickets.retain(|_, d| *d != document);
         let hot = HotDocument {
             wanted_locally: old.wanted_locally,
@@ -1505,6 +1634,7 @@ impl SyncEngine {
             return;
         };
         self.digests.remove(&connection);
+        self.peer_indexes.take_fill(connection);
         self.subscribed.remove(&connection);
         self.drop_phantoms(connection, None);
         self.forget_fetches(connection);

@@ -11,6 +11,9 @@ use super::{
 };
 use crate::ids::DocumentId;
 
+/// A peer index as the driver reads it: documents at their stored heads.
+type PeerIndexRead = Vec<(DocumentId, Vec<automerge::ChangeHash>)>;
+
 /// What one engine has on "disk".
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MemoryStorage {
@@ -22,10 +25,7 @@ pub(crate) struct MemoryStorage {
 
 impl MemoryStorage {
     /// Every stored document with a sync state saved for `storage_id`, at its stored heads.
-    pub(crate) fn peer_index(
-        &self,
-        storage_id: &StorageId,
-    ) -> Vec<(DocumentId, Vec<automerge::ChangeHash>)> {
+    pub(crate) fn peer_index(&self, storage_id: &StorageId) -> PeerIndexRead {
         self.sync_states
             .keys()
             .filter(|(_, s)| s == storage_id)
@@ -62,6 +62,12 @@ pub(crate) struct Node {
     pub(crate) events: Vec<Effect>,
     /// Every frame this engine sent, decoded.
     pub(crate) sent: Vec<(ConnectionId, Message, usize)>,
+    /// How many peer indexes were read from storage.
+    pub(crate) index_loads: usize,
+    /// While set, peer index reads (taken from storage when asked for) are answered only at
+    /// [`Harness::release_peer_indexes`], as a driver reading on another thread would.
+    pub(crate) hold_peer_indexes: bool,
+    held_indexes: Vec<(ConnectionId, PeerIndexRead)>,
 }
 
 /// Something travelling between two engines.
@@ -112,6 +118,9 @@ impl Harness {
             held: Vec::new(),
             events: Vec::new(),
             sent: Vec::new(),
+            index_loads: 0,
+            hold_peer_indexes: false,
+            held_indexes: Vec::new(),
         });
         self.nodes.len() - 1
     }
@@ -220,6 +229,14 @@ impl Harness {
         }
     }
 
+    /// Answers every held peer index read with what storage held when it was asked for.
+    pub(crate) fn release_peer_indexes(&mut self, node: usize) {
+        let held = std::mem::take(&mut self.nodes[node].held_indexes);
+        for (connection, index) in held {
+            self.nodes[node].engine.peer_index_loaded(connection, index);
+        }
+    }
+
     /// Reports every held persist as failed, storing nothing.
     pub(crate) fn fail_held_persists(&mut self, node: usize) {
         let held = std::mem::take(&mut self.nodes[node].held);
@@ -305,7 +322,12 @@ impl Harness {
             } => {
                 let n = &mut self.nodes[node];
                 let index = n.storage.peer_index(&storage_id);
-                n.engine.peer_index_loaded(connection, index);
+                n.index_loads += 1;
+                if n.hold_peer_indexes {
+                    n.held_indexes.push((connection, index));
+                } else {
+                    n.engine.peer_index_loaded(connection, index);
+                }
             }
             other => self.nodes[node].events.push(other),
         }

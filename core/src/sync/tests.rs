@@ -1234,3 +1234,7 @@ fn a_change_that_waited_for_its_dependency_is_stored_with_it() {
 // ---- the snapshot fetch ----------------------------------------------------------------------
 
 mod fetch;
+
+// ---- the relay's cached peer indexes ----------------------------------------------------------
+
+mod peer_index;

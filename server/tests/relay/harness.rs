@@ -201,6 +201,7 @@ pub fn config(data: &Path) -> ServeConfig {
         behind_tls_proxy: false,
         evict_idle_secs: 60,
         max_hot_documents: None,
+        peer_index_cache: tandem_core::sync::DEFAULT_PEER_INDEX_CACHE,
     }
 }
 

@@ -326,6 +326,56 @@ async fn two_devices_edit_a_plan_offline_and_converge_with_the_conflict_visible_
     edit_offline_and_reconnect(false).await
 }
 
+/// The relay's counter `name` (its full OpenMetrics name) from `/metrics`.
+async fn relay_counter(url: &str, name: &str) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("ws://").trim_end_matches("/sync");
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    // HTTP/1.0: the whole body, then the close; no chunks to decode.
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut text)).await??;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .with_context(|| format!("{name} in /metrics"))
+}
+
+const PEER_INDEX_READS: &str = "tandem_relay_peer_index_reads_total";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_changed_nothing_hears_what_was_committed_while_it_was_away()
+-> anyhow::Result<()> {
+    let relay = InProcessRelay::start().await?;
+    let dir = TempDir::new()?;
+    let (a, mut b, p) = two_devices_with_a_pairing(dir.path(), &relay.url).await?;
+
+    // A comes back with nothing changed: the relay answers from its index in memory.
+    let reads = relay_counter(&relay.url, PEER_INDEX_READS).await?;
+    let a = start(a, &relay.url);
+    synced(&a).await?;
+    let a = go_offline(a).await?;
+    ensure!(relay_counter(&relay.url, PEER_INDEX_READS).await? == reads);
+
+    // B adds a goal while A is away; the relay commits it. A, still unchanged, comes back:
+    // answered from memory again, and the answer must not be "nothing changed".
+    b.with_repo(|repo| repo.add_goal(p.plan, goal("Visit office hours")))?;
+    let b = start(b, &relay.url);
+    synced(&b).await?;
+    let reads = relay_counter(&relay.url, PEER_INDEX_READS).await?;
+    let a = start(a, &relay.url);
+    wait_until_converged(&[&a, &b], &p).await?;
+    ensure!(relay_counter(&relay.url, PEER_INDEX_READS).await? == reads);
+    let plan = a.with_repo(|repo| repo.plan(p.plan))?;
+    ensure!(
+        plan.goals.iter().any(|g| g.title == "Visit office hours"),
+        "{:?}",
+        plan.goals
+    );
+    a.stop().await;
+    b.stop().await;
+    relay.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_device_pulls_everything_through_the_directory() -> anyhow::Result<()> {
     let relay = InProcessRelay::start().await?;

@@ -505,6 +505,7 @@ impl SyncEngine {
             if let Some(hot) = self.documents.get_mut(&document) {
                 hot.saved_states.insert(storage_id.clone(), state.clone());
             }
+            self.index_synced(document, &storage_id);
             self.effects.push(Effect::SaveSyncState {
                 document,
                 storage_id,
