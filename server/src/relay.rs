@@ -371,14 +371,14 @@ impl Hub {
             }
             Command::Accounts(accounts) => self.refresh(accounts),
             Command::Sweep => self.sweep(Instant::now()),
-            Command::PeerIndex { connection, index } => {
-                let index = index.unwrap_or_else(|e| {
+            Command::PeerIndex { connection, index } => match index {
+                Ok(index) => self.engine.peer_index_loaded(connection, index),
+                Err(e) => {
                     // Without the index every document the device holds counts as different.
                     tracing::warn!(%connection, "reading a peer index failed: {e}");
-                    Vec::new()
-                });
-                self.engine.peer_index_loaded(connection, index);
-            }
+                    self.engine.peer_index_failed(connection);
+                }
+            },
             Command::Loaded { document, stored } => match stored {
                 Ok(stored) => {
                     if let Err(e) = self.engine.document_loaded(document, stored) {

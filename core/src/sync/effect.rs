@@ -66,8 +66,10 @@ pub enum Effect {
         data: Vec<u8>,
     },
     /// A relay with the reconnect digest on: read every document that has a sync state saved for
-    /// `storage_id` (the device on `connection`), with the heads storage holds committed, and
-    /// answer with [`SyncEngine::peer_index_loaded`](super::SyncEngine::peer_index_loaded).
+    /// `storage_id` (the device on `connection`, after its handshake or its `offer`, unless the
+    /// engine holds that index in memory), with the heads storage holds committed, and answer
+    /// with [`SyncEngine::peer_index_loaded`](super::SyncEngine::peer_index_loaded) (or
+    /// [`SyncEngine::peer_index_failed`](super::SyncEngine::peer_index_failed)).
     LoadPeerIndex {
         connection: ConnectionId,
         storage_id: StorageId,

@@ -291,7 +291,14 @@ impl SyncEngine {
         self.connections
             .insert(connection, Connection::Established(peer.clone()));
         let use_digest = self.config.reconnect_digest && peer.metadata.digest;
+        let storage_id = peer.durable_storage_id().cloned();
         self.effects.push(Effect::PeerJoined(peer));
+        if self.config.role == Role::Relay
+            && use_digest
+            && let Some(storage_id) = storage_id
+        {
+            self.prefetch_peer_index(connection, storage_id);
+        }
         if self.config.role == Role::Device {
             // A device offers everything it holds, like an automerge-repo client; with a peer
             // that answers digests, only what the digest cannot cover (documents without heads).
@@ -377,6 +384,8 @@ impl SyncEngine {
                         };
                         self.answer_offer(connection, ours);
                     }
+                    // Read since the handshake: answered when it arrives.
+                    Some(_) if self.peer_indexes.is_filling(connection) => {}
                     Some(storage_id) => {
                         self.peer_indexes.start_fill(connection, storage_id.clone());
                         self.effects.push(Effect::LoadPeerIndex {
@@ -595,10 +604,11 @@ impl SyncEngine {
         index: Vec<(DocumentId, Vec<ChangeHash>)>,
     ) {
         let fill = self.peer_indexes.take_fill(connection);
-        if !matches!(
+        let offered = matches!(
             self.digests.get(&connection),
             Some(DigestState::Loading { .. })
-        ) {
+        );
+        if !offered && fill.is_none() {
             return;
         }
         let mut entries = HashMap::new();
@@ -635,8 +645,32 @@ impl SyncEngine {
                 self.peer_indexes.insert(fill.storage_id, entries.clone());
             }
         }
-        let ours = self.readable_entries(connection, &entries);
-        self.answer_offer(connection, ours);
+        if offered {
+            let ours = self.readable_entries(connection, &entries);
+            self.answer_offer(connection, ours);
+        }
+    }
+
+    /// The driver could not read the index asked for by [`Effect::LoadPeerIndex`]: every document
+    /// the peer holds counts as different, and nothing is kept.
+    pub fn peer_index_failed(&mut self, connection: ConnectionId) {
+        self.peer_indexes.take_fill(connection);
+        self.answer_offer(connection, HashMap::new());
+    }
+
+    /// Relay: a peer that speaks the digest joined. Unless its index is cached, it is read now,
+    /// before its `offer` (which follows the handshake at once, so this costs no time): a device
+    /// that held nothing when it connected offers nothing, and its next reconnect is then answered
+    /// from memory too, its index having been kept as its documents were synced.
+    fn prefetch_peer_index(&mut self, connection: ConnectionId, storage_id: StorageId) {
+        if !self.peer_indexes.is_enabled() || self.peer_indexes.touch(&storage_id) {
+            return;
+        }
+        self.peer_indexes.start_fill(connection, storage_id.clone());
+        self.effects.push(Effect::LoadPeerIndex {
+            connection,
+            storage_id,
+        });
     }
 
     /// The entries of an index for documents the peer on `connection` may read.

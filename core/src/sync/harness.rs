@@ -237,6 +237,14 @@ impl Harness {
         }
     }
 
+    /// Reports every held peer index read as failed.
+    pub(crate) fn fail_peer_indexes(&mut self, node: usize) {
+        let held = std::mem::take(&mut self.nodes[node].held_indexes);
+        for (connection, _) in held {
+            self.nodes[node].engine.peer_index_failed(connection);
+        }
+    }
+
     /// Reports every held persist as failed, storing nothing.
     pub(crate) fn fail_held_persists(&mut self, node: usize) {
         let held = std::mem::take(&mut self.nodes[node].held);

@@ -78,6 +78,16 @@ impl PeerIndexCache {
         }
     }
 
+    /// Whether indexes are kept at all.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// Whether a read of the peer's index on `connection` is in flight.
+    pub(crate) fn is_filling(&self, connection: ConnectionId) -> bool {
+        self.fills.contains_key(&connection)
+    }
+
     /// Whether anything would react to a document moving.
     pub(crate) fn is_idle(&self) -> bool {
         self.indexes.is_empty() && self.fills.is_empty()

@@ -279,3 +279,56 @@ fn access_is_decided_at_every_answer_from_memory() {
     assert!(!loaded);
     assert_eq!(steps, vec![DigestStep::Match]);
 }
+
+#[test]
+fn a_device_that_connected_holding_nothing_is_answered_from_memory_next_time() {
+    let mut h = Harness::default();
+    let r = h.add(digest_relay());
+    let a = h.add(device("a"));
+    let (on_a, _) = h.connect(a, r);
+    h.run_until_quiet();
+    assert_eq!(h.nodes[r].index_loads, 1, "read at the handshake");
+    let docs: Vec<DocumentId> = (0..30).map(|_| DocumentId::random()).collect();
+    for doc in &docs {
+        h.engine(a)
+            .create_document(*doc, |d| put(d, "k", "v"))
+            .unwrap();
+    }
+    h.run_until_quiet();
+    h.drop_link(a, on_a);
+    h.run_until_quiet();
+    let uncached = uncached_answer(&h, r, a, &docs);
+    let (on_a, steps, loaded) = reconnect(&mut h, a, r);
+    assert!(!loaded);
+    assert_eq!(steps, vec![DigestStep::Match]);
+    assert_eq!(steps, uncached);
+    h.drop_link(a, on_a);
+    h.run_until_quiet();
+    remote_edit(&mut h, r, "b", docs[9], "remote");
+    let (_, steps, loaded) = reconnect(&mut h, a, r);
+    assert!(!loaded);
+    assert_ne!(steps.first(), Some(&DigestStep::Match));
+    assert_eq!(get(&mut h, a, docs[9], "remote").as_deref(), Some("b"));
+}
+
+#[test]
+fn a_failed_read_is_answered_as_nothing_in_common_and_not_kept() {
+    let (mut h, r, a, docs) = synced_then_apart(digest_relay().with_peer_index_cache(1), 10);
+    // `c` takes the only place.
+    let c = h.add(device("c"));
+    h.connect(c, r);
+    h.run_until_quiet();
+    h.nodes[r].hold_peer_indexes = true;
+    let (on_a, _) = h.connect(a, r);
+    h.run_until_quiet();
+    h.fail_peer_indexes(r);
+    h.nodes[r].hold_peer_indexes = false;
+    h.run_until_quiet();
+    assert_converged(&mut h, a, r, &docs);
+    assert!(!digest_steps(&h, r, 0).is_empty());
+    h.drop_link(a, on_a);
+    h.run_until_quiet();
+    let (_, steps, loaded) = reconnect(&mut h, a, r);
+    assert!(loaded, "the failed read was not kept");
+    assert_eq!(steps, vec![DigestStep::Match]);
+}
