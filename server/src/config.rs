@@ -70,7 +70,7 @@ pub struct ServeConfig {
     pub max_hot_documents: Option<usize>,
 
     /// How many devices' reconnect-digest indexes (one entry per document synced with that
-    /// device, about 50 bytes each) stay in memory, so that a device reconnecting with nothing
+    /// device, about 200 bytes each) stay in memory, so that a device reconnecting with nothing
     /// changed is answered without reading its documents' heads; the least recently reconnected
     /// go first. 0 reads them on every reconnect.
     #[arg(long, env = "TANDEM_PEER_INDEX_CACHE", default_value_t = tandem_core::sync::DEFAULT_PEER_INDEX_CACHE)]

@@ -58,7 +58,7 @@ pub struct EngineConfig {
     pub snapshot_fetch: bool,
     /// Relay: how many peers' reconnect-digest indexes are kept in memory between reconnects
     /// (see `sync::peer_index`), least recently used out first; 0 reads every peer's index from
-    /// storage on each reconnect. Each costs about 50 bytes per document synced with that peer.
+    /// storage on each reconnect. Each costs about 200 bytes per document synced with that peer.
     pub peer_index_cache: usize,
 }
 

@@ -23,9 +23,10 @@
 //!
 //! The device keeps its side incrementally ([`HeldIndex`]): the entry hash of every loaded
 //! document, updated when the engine flushes a document whose heads moved, and their running
-//! XOR, so a reconnect hashes only what moved since. The relay's side is read from storage on
-//! each reconnect (`Effect::LoadPeerIndex`: the documents with a sync state saved for the
-//! device's storage id, at their committed heads), then corrected for hot documents.
+//! XOR, so a reconnect hashes only what moved since. The relay reads its side from storage once
+//! per peer (`Effect::LoadPeerIndex`: the documents with a sync state saved for the device's
+//! storage id, at their committed heads) and keeps it in memory as commits land and documents are
+//! synced (`sync::peer_index`), so a reconnect with nothing changed reads and hashes nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
