@@ -589,6 +589,27 @@ fn check_authorship(
     Some(binding)
 }
 
+/// Drops the audit entries of accepted messages whose changes their document, as `document`
+/// returns it, does not hold. Entries of documents it does not return (not in memory) are kept.
+pub fn forget_unapplied<'a>(
+    written: &mut Vec<Written>,
+    document: impl Fn(&DocumentId) -> Option<&'a Automerge>,
+) {
+    written.retain(|entry| match document(&entry.document) {
+        Some(doc) => {
+            let taken = entry
+                .hashes
+                .iter()
+                .all(|hash| doc.get_change_meta_by_hash(hash).is_some());
+            if !taken {
+                tracing::debug!(document = %entry.document, "accepted changes were not applied");
+            }
+            taken
+        }
+        None => true,
+    });
+}
+
 /// Why a connection is closed for what it wrote.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Violation {
@@ -735,5 +756,40 @@ mod tests {
         assert!(sets_root_type(
             &doc.get_last_local_change().expect("change")
         ));
+    }
+
+    #[test]
+    fn audit_entries_of_changes_automerge_refused_are_forgotten() {
+        // Two changes under one actor with the same sequence number: the policy reads both, but
+        // automerge applies only the first it sees.
+        let mut relay = Automerge::new().with_actor(automerge::ActorId::from(vec![1u8; 16]));
+        edit(&mut relay, "a");
+        let mut other = relay.clone();
+        edit(&mut relay, "b");
+        edit(&mut other, "c");
+        let taken = relay.get_last_local_change().expect("change");
+        let refused = other.get_last_local_change().expect("change");
+        assert!(relay.clone().load_incremental(refused.raw_bytes()).is_err());
+        let held = tandem_core::DocumentId::random();
+        let elsewhere = tandem_core::DocumentId::random();
+        let entry = |document, hash| super::Written {
+            document,
+            user: Some(1),
+            device: Some(1),
+            hashes: vec![hash],
+        };
+        let mut written = vec![
+            entry(held, taken.hash()),
+            entry(held, refused.hash()),
+            entry(elsewhere, refused.hash()),
+        ];
+        super::forget_unapplied(&mut written, |document| {
+            (*document == held).then_some(&relay)
+        });
+        let kept: Vec<_> = written.iter().map(|w| (w.document, w.hashes[0])).collect();
+        assert_eq!(
+            kept,
+            vec![(held, taken.hash()), (elsewhere, refused.hash())]
+        );
     }
 }
