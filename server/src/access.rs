@@ -277,10 +277,11 @@ impl RelayPolicy {
     }
 }
 
-/// The changes a sync message would add to `current`, or `None` if some cannot be applied yet
-/// (missing dependencies: such a message is refused whole, so no change escapes the check by
-/// waiting in automerge's queue) or are unreadable.
-fn new_changes(
+/// The changes a sync message would add to `current`, and `current` with them applied, or `None`
+/// if some cannot be applied yet (missing dependencies: such a message is refused whole, so no
+/// change escapes the check by waiting in automerge's queue) or are unreadable. A fork of the whole
+/// document: only for what [`read_changes`] cannot decide, or when the result must be classified.
+fn applied_changes(
     current: &Automerge,
     message: &automerge::sync::Message,
 ) -> Option<(Automerge, Vec<automerge::Change>)> {
@@ -299,6 +300,52 @@ fn new_changes(
     .flatten()
 }
 
+/// The changes a sync message would add to `current`, read from the message alone (the relay's
+/// per-message cost: forking a hot document for every message was most of it). `Some` only when
+/// that decides them exactly as [`applied_changes`] would: every chunk is exactly one well-formed
+/// change (automerge parses and verifies it), nothing waits in `current`'s queue, and every new
+/// change's dependencies are in `current` or among the message's changes (so none would wait
+/// in the queue). `None` otherwise: a chunk holding a whole document (a v2 message) or several
+/// changes, an unreadable chunk, a missing dependency; the caller then asks
+/// [`applied_changes`], which also refuses what is truly missing or unreadable.
+fn read_changes(
+    current: &Automerge,
+    message: &automerge::sync::Message,
+) -> Option<Vec<automerge::Change>> {
+    catch_unwind(AssertUnwindSafe(|| {
+        if !current.get_missing_deps(&[]).is_empty() {
+            return None;
+        }
+        let mut changes: Vec<automerge::Change> = Vec::with_capacity(message.changes.len());
+        for chunk in message.changes.iter() {
+            let change = automerge::Change::try_from(chunk).ok()?;
+            let hash = change.hash();
+            let known = current.get_change_meta_by_hash(&hash).is_some()
+                || changes.iter().any(|c| c.hash() == hash);
+            if !known {
+                changes.push(change);
+            }
+        }
+        let ready = changes.iter().all(|change| {
+            change.deps().iter().all(|dep| {
+                current.get_change_meta_by_hash(dep).is_some()
+                    || changes.iter().any(|c| c.hash() == *dep)
+            })
+        });
+        ready.then_some(changes)
+    }))
+    .ok()
+    .flatten()
+}
+
+/// Whether a change writes the root key `type`, the key a document's kind is read from.
+fn sets_root_type(change: &automerge::Change) -> bool {
+    change.decode().operations.iter().any(|op| {
+        op.obj == automerge::legacy::ObjectId::Root
+            && op.key == automerge::legacy::Key::Map("type".into())
+    })
+}
+
 impl AccessPolicy for RelayPolicy {
     fn access(&self, peer: &PeerInfo, document: &DocumentId) -> Access {
         self.lock().access(peer.connection, document)
@@ -313,9 +360,22 @@ impl AccessPolicy for RelayPolicy {
     ) -> Access {
         let mut state = self.lock();
         let identity = state.connections.get(&peer.connection).cloned();
-        let Some((after, changes)) = new_changes(current, message) else {
-            tracing::warn!(connection = %peer.connection, %document, "refused changes that cannot be checked");
-            return Access::Read;
+        // The changes are read from the message; the document with them applied (a fork) is
+        // built only when it must be read: the message is not plain changes, or the document is
+        // new, a directory, or untyped and being given its type.
+        let mut applied = None;
+        let changes = match read_changes(current, message) {
+            Some(changes) => changes,
+            None => match applied_changes(current, message) {
+                Some((after, changes)) => {
+                    applied = Some(after);
+                    changes
+                }
+                None => {
+                    tracing::warn!(connection = %peer.connection, %document, "refused changes that cannot be checked");
+                    return Access::Read;
+                }
+            },
         };
         // A message may carry change chunks that hold no new change (automerge's v2 format);
         // with nothing new there is nothing to check, and nothing must be recorded (a record
@@ -323,11 +383,20 @@ impl AccessPolicy for RelayPolicy {
         if changes.is_empty() {
             return Access::ReadWrite;
         }
+        let build_after = |applied: &mut Option<Automerge>| -> Option<Automerge> {
+            match applied.take() {
+                Some(after) => Some(after),
+                None => applied_changes(current, message).map(|(after, _)| after),
+            }
+        };
         let hashes: Vec<_> = changes.iter().map(|c| c.hash()).collect();
         let grant = match identity {
             None => return Access::None,
             Some(Identity::Anonymous) => {
                 if !state.is_known(document) {
+                    let Some(after) = build_after(&mut applied) else {
+                        return Access::Read;
+                    };
                     let record = classify_anonymous(&after);
                     state.pending.insert(*document, record);
                 }
@@ -348,38 +417,64 @@ impl AccessPolicy for RelayPolicy {
         };
         // A document that was untyped when it arrived (the JS repo creates documents with an
         // empty first change) is classified once, when its creator first gives it a Tandem type.
+        // Its kind can change only if a new change writes the root `type`, or edits the object
+        // already there (a text, as the JS automerge writes strings).
         let untyped_by_writer = state
             .record(document)
             .is_some_and(|record| record.kind == Kind::Other && record.creator == Some(grant.user));
-        if untyped_by_writer && classify_anonymous(&after).kind != Kind::Other {
-            match classify(
-                &state.accounts,
-                &after,
-                grant.user,
-                now_millis(),
-                state.listed.get(document).copied(),
-            ) {
-                Some(record) => {
-                    state.pending.insert(*document, record);
+        let type_may_change = untyped_by_writer
+            && (applied.is_some()
+                || matches!(
+                    current.get(automerge::ROOT, "type"),
+                    Ok(Some((automerge::Value::Object(_), _)))
+                )
+                || changes.iter().any(sets_root_type));
+        let is_known = state.is_known(document);
+        let is_directory = state
+            .record(document)
+            .is_some_and(|record| record.kind == Kind::Directory);
+        let after = if type_may_change || !is_known || is_directory {
+            match build_after(&mut applied) {
+                Some(after) => Some(after),
+                None => {
+                    tracing::warn!(connection = %peer.connection, %document, "refused changes that cannot be checked");
+                    return Access::Read;
                 }
-                None => return Access::Read,
             }
-        } else if !state.is_known(document) {
-            match classify(
-                &state.accounts,
-                &after,
-                grant.user,
-                now_millis(),
-                state.listed.get(document).copied(),
-            ) {
-                Some(record) => {
-                    state.pending.insert(*document, record);
+        } else {
+            None
+        };
+        if let Some(after) = after.as_ref() {
+            if type_may_change && classify_anonymous(after).kind != Kind::Other {
+                match classify(
+                    &state.accounts,
+                    after,
+                    grant.user,
+                    now_millis(),
+                    state.listed.get(document).copied(),
+                ) {
+                    Some(record) => {
+                        state.pending.insert(*document, record);
+                    }
+                    None => return Access::Read,
                 }
-                // Refused exactly as an absent document is answered.
-                None => return Access::None,
+            } else if !is_known {
+                match classify(
+                    &state.accounts,
+                    after,
+                    grant.user,
+                    now_millis(),
+                    state.listed.get(document).copied(),
+                ) {
+                    Some(record) => {
+                        state.pending.insert(*document, record);
+                    }
+                    // Refused exactly as an absent document is answered.
+                    None => return Access::None,
+                }
             }
+            state.note_listing(document, after);
         }
-        state.note_listing(document, &after);
         for actor in binding {
             state.accounts.actors.insert(actor.clone(), grant.device);
             state.new_bindings.push((actor, grant.device));
@@ -404,7 +499,7 @@ impl AccessPolicy for RelayPolicy {
     ) -> Access {
         let mut state = self.lock();
         let identity = state.connections.get(&peer.connection).cloned();
-        let Some((after, changes)) = new_changes(&Automerge::new(), message) else {
+        let Some((after, changes)) = applied_changes(&Automerge::new(), message) else {
             tracing::warn!(connection = %peer.connection, %document, "refused changes that cannot be checked");
             return Access::Read;
         };
@@ -494,6 +589,27 @@ fn check_authorship(
     Some(binding)
 }
 
+/// Drops the audit entries of accepted messages whose changes their document, as `document`
+/// returns it, does not hold. Entries of documents it does not return (not in memory) are kept.
+pub fn forget_unapplied<'a>(
+    written: &mut Vec<Written>,
+    document: impl Fn(&DocumentId) -> Option<&'a Automerge>,
+) {
+    written.retain(|entry| match document(&entry.document) {
+        Some(doc) => {
+            let taken = entry
+                .hashes
+                .iter()
+                .all(|hash| doc.get_change_meta_by_hash(hash).is_some());
+            if !taken {
+                tracing::debug!(document = %entry.document, "accepted changes were not applied");
+            }
+            taken
+        }
+        None => true,
+    });
+}
+
 /// Why a connection is closed for what it wrote.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Violation {
@@ -545,5 +661,135 @@ fn root_string(doc: &Automerge, key: &str) -> Option<String> {
     match doc.get(automerge::ROOT, key).ok()?? {
         (automerge::Value::Object(automerge::ObjType::Text), text) => doc.text(&text).ok(),
         (value, _) => value.into_string().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::sync::{ChunkList, Message, MessageVersion};
+    use automerge::transaction::Transactable;
+    use automerge::{Automerge, AutomergeError, ChangeHash, ROOT};
+
+    use super::{applied_changes, read_changes, sets_root_type};
+
+    fn edit(doc: &mut Automerge, key: &str) {
+        doc.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, key, "x").map(|_| ()))
+            .expect("transaction");
+    }
+
+    fn message(chunks: Vec<Vec<u8>>) -> Message {
+        Message {
+            heads: Vec::new(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: ChunkList::from(chunks),
+            flags: None,
+            version: MessageVersion::V1,
+        }
+    }
+
+    fn sorted(changes: &[automerge::Change]) -> Vec<ChangeHash> {
+        let mut hashes: Vec<_> = changes.iter().map(automerge::Change::hash).collect();
+        hashes.sort();
+        hashes
+    }
+
+    /// A document with two changes, and a copy two changes ahead of it (the second depending on
+    /// the first).
+    fn ahead() -> (Automerge, Automerge, [automerge::Change; 2]) {
+        let mut relay = Automerge::new();
+        edit(&mut relay, "a");
+        edit(&mut relay, "b");
+        let mut device = relay.fork();
+        edit(&mut device, "c");
+        let first = device.get_last_local_change().expect("change");
+        edit(&mut device, "d");
+        let second = device.get_last_local_change().expect("change");
+        (relay, device, [first, second])
+    }
+
+    #[test]
+    fn reading_a_message_finds_what_applying_it_finds() {
+        let (relay, _, [first, second]) = ahead();
+        let known = relay.get_changes(&[]).remove(0).raw_bytes().to_vec();
+        // Out of order, with a change the relay holds and a duplicate.
+        let sent = message(vec![
+            second.raw_bytes().to_vec(),
+            known,
+            first.raw_bytes().to_vec(),
+            second.raw_bytes().to_vec(),
+        ]);
+        let read = read_changes(&relay, &sent).expect("plain changes are read");
+        let (_, applied) = applied_changes(&relay, &sent).expect("they apply");
+        assert_eq!(sorted(&read), sorted(&applied));
+        assert_eq!(sorted(&read), sorted(&[first, second]));
+    }
+
+    #[test]
+    fn a_missing_dependency_is_refused_by_both_ways() {
+        let (relay, _, [_, second]) = ahead();
+        let sent = message(vec![second.raw_bytes().to_vec()]);
+        assert!(read_changes(&relay, &sent).is_none());
+        assert!(applied_changes(&relay, &sent).is_none());
+    }
+
+    #[test]
+    fn a_whole_document_or_garbage_is_not_read_as_changes() {
+        let (relay, device, [first, second]) = ahead();
+        let whole = message(vec![device.save()]);
+        assert!(read_changes(&relay, &whole).is_none());
+        let (_, applied) = applied_changes(&relay, &whole).expect("a whole document applies");
+        assert_eq!(sorted(&applied), sorted(&[first.clone(), second]));
+        let mut joined = first.raw_bytes().to_vec();
+        joined.extend_from_slice(&[0x85, 0x6f, 0x4a]);
+        assert!(read_changes(&relay, &message(vec![joined])).is_none());
+    }
+
+    #[test]
+    fn a_change_writing_the_root_type_is_recognised() {
+        let mut doc = Automerge::new();
+        edit(&mut doc, "title");
+        assert!(!sets_root_type(
+            &doc.get_last_local_change().expect("change")
+        ));
+        edit(&mut doc, "type");
+        assert!(sets_root_type(
+            &doc.get_last_local_change().expect("change")
+        ));
+    }
+
+    #[test]
+    fn audit_entries_of_changes_automerge_refused_are_forgotten() {
+        // Two changes under one actor with the same sequence number: the policy reads both, but
+        // automerge applies only the first it sees.
+        let mut relay = Automerge::new().with_actor(automerge::ActorId::from(vec![1u8; 16]));
+        edit(&mut relay, "a");
+        let mut other = relay.clone();
+        edit(&mut relay, "b");
+        edit(&mut other, "c");
+        let taken = relay.get_last_local_change().expect("change");
+        let refused = other.get_last_local_change().expect("change");
+        assert!(relay.clone().load_incremental(refused.raw_bytes()).is_err());
+        let held = tandem_core::DocumentId::random();
+        let elsewhere = tandem_core::DocumentId::random();
+        let entry = |document, hash| super::Written {
+            document,
+            user: Some(1),
+            device: Some(1),
+            hashes: vec![hash],
+        };
+        let mut written = vec![
+            entry(held, taken.hash()),
+            entry(held, refused.hash()),
+            entry(elsewhere, refused.hash()),
+        ];
+        super::forget_unapplied(&mut written, |document| {
+            (*document == held).then_some(&relay)
+        });
+        let kept: Vec<_> = written.iter().map(|w| (w.document, w.hashes[0])).collect();
+        assert_eq!(
+            kept,
+            vec![(held, taken.hash()), (elsewhere, refused.hash())]
+        );
     }
 }

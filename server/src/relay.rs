@@ -363,6 +363,7 @@ impl Hub {
                 for (connection, violation) in violators {
                     self.close(connection, violation.reason());
                 }
+                self.forget_refused_writes();
             }
             Command::Closed { connection } => {
                 self.connections.remove(&connection);
@@ -545,6 +546,21 @@ impl Hub {
                 Effect::DocumentChanged { .. } | Effect::EphemeralReceived { .. } => {}
             }
         }
+    }
+
+    /// Drops the audit entries of accepted messages whose changes the document did not take.
+    /// The policy accepts only changes whose dependencies are all there, so once a frame is
+    /// handled its changes are in the document, unless automerge refused them (a change the
+    /// policy read but automerge will not apply, such as a reused sequence number): such an
+    /// entry would wait for its commit forever, and a peer sending many would grow it without
+    /// bound. Entries of documents not in memory (reloading after a panic) wait.
+    fn forget_refused_writes(&mut self) {
+        let mut state = self.policy.lock();
+        if state.written.is_empty() {
+            return;
+        }
+        let engine = &self.engine;
+        crate::access::forget_unapplied(&mut state.written, |document| engine.document(document));
     }
 
     /// Attaches to a persist what must be committed with it: the document's record if these are

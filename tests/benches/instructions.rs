@@ -20,6 +20,10 @@
 //!   the reply frame (decode, access decision, apply, persist + `persisted`, reply). The frames
 //!   were recorded in the setup from a real device/relay exchange and are replayed into a fresh
 //!   relay that went through the same setup frames, so the relay sees exactly what it would.
+//! - `sync-policy`: the same with the relay's real access policy (`tandem_server`'s
+//!   `RelayPolicy`) and the device's connection authenticated as the plan's mentee, as a relay
+//!   started with tokens runs: the policy's per-message check (actors, trailers, dependencies) is
+//!   in the count; after each frame the bench does the hub's commit bookkeeping.
 //! - `append`: `Store::append_chunk` of a ~640 B incremental chunk (a logged session, as the
 //!   store bench writes it) with its session projection, in an in-memory store.
 //! - `append-file`: the same against a store file in a temporary folder, `synchronous=NORMAL`
@@ -44,9 +48,19 @@ use tandem_core::sync::{
     ConnectionId, Direction, Effect, EngineConfig, Message, Role, StoredDocument, SyncEngine,
 };
 use tandem_core::{PlanId, UserId};
+use tandem_server::access::RelayPolicy;
+use tandem_server::accounts::{Device, Grant, Role as AccountRole, TokenState, User};
+use tandem_server::auth::Identity;
 use tandem_tests::fixtures::{fill_plan, new_session};
 
-const PATHS: [&str; 5] = ["decode", "sync", "append", "append-file", "projection"];
+const PATHS: [&str; 6] = [
+    "decode",
+    "sync",
+    "sync-policy",
+    "append",
+    "append-file",
+    "projection",
+];
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; everything starting with `--` is cargo's, not ours.
@@ -136,6 +150,25 @@ fn run(path: &str, n: usize, setup_only: bool) -> anyhow::Result<u64> {
                 for round in &recording.rounds {
                     for frame in round {
                         out += relay_receives(&mut relay, connection, black_box(frame));
+                    }
+                }
+                if out == 0 {
+                    bail!("the relay sent nothing");
+                }
+            }
+        }
+        "sync-policy" => {
+            let recording = record_sync(n)?;
+            let (mut relay, policy, connection) = policed_relay("student-1");
+            for frame in &recording.setup {
+                out += relay_receives(&mut relay, connection, frame);
+                commit_bookkeeping(&policy);
+            }
+            if !setup_only {
+                for round in &recording.rounds {
+                    for frame in round {
+                        out += relay_receives(&mut relay, connection, black_box(frame));
+                        commit_bookkeeping(&policy);
                     }
                 }
                 if out == 0 {
@@ -353,6 +386,76 @@ fn relay_engine() -> SyncEngine {
     SyncEngine::new(
         EngineConfig::new("bench-relay", Role::Relay).with_storage_id("bench-relay-storage"),
     )
+}
+
+/// A relay engine with the relay's access policy, accounts holding one program (the one
+/// `fill_plan` names) and its mentee `mentee` with one web device (actors bound on first use), and
+/// a connection authenticated as that device.
+fn policed_relay(mentee: &str) -> (SyncEngine, RelayPolicy, ConnectionId) {
+    let policy = RelayPolicy::default();
+    let mut relay = SyncEngine::with_policy(
+        EngineConfig::new("bench-relay", Role::Relay).with_storage_id("bench-relay-storage"),
+        Box::new(policy.clone()),
+    );
+    let connection = relay.connection_opened(Direction::Incoming);
+    let grant = Grant {
+        token: 1,
+        user: 1,
+        user_name: mentee.to_owned(),
+        device: 1,
+        device_id: [1; 16],
+        expires_at: i64::MAX,
+    };
+    {
+        let mut state = policy.lock();
+        let accounts = &mut state.accounts;
+        accounts
+            .programs
+            .insert(1, "First-year mentoring".to_owned());
+        accounts.users.insert(
+            1,
+            User {
+                id: 1,
+                name: mentee.to_owned(),
+                role: AccountRole::Mentee,
+                program: Some(1),
+            },
+        );
+        accounts.devices.insert(
+            1,
+            Device {
+                id: 1,
+                device_id: [1; 16],
+                user: 1,
+                name: "web".to_owned(),
+                bind_on_first_use: true,
+            },
+        );
+        accounts.tokens.insert(
+            1,
+            TokenState {
+                id: 1,
+                user: 1,
+                device: 1,
+                expires_at: i64::MAX,
+                revoked_at: None,
+            },
+        );
+        state
+            .connections
+            .insert(connection, Identity::Device(grant));
+    }
+    (relay, policy, connection)
+}
+
+/// What the relay's hub does when a commit succeeds: the new documents' records become stored
+/// ones, and the audit and actor bindings (committed with the changes) are drained.
+fn commit_bookkeeping(policy: &RelayPolicy) {
+    let mut state = policy.lock();
+    let pending: Vec<_> = state.pending.drain().collect();
+    state.documents.extend(pending);
+    state.written.clear();
+    state.new_bindings.clear();
 }
 
 /// Hands a frame to the relay and carries out every effect at once (storage answers
