@@ -445,32 +445,22 @@ impl AccessPolicy for RelayPolicy {
             None
         };
         if let Some(after) = after.as_ref() {
-            if type_may_change && classify_anonymous(after).kind != Kind::Other {
-                match classify(
-                    &state.accounts,
-                    after,
-                    grant.user,
-                    now_millis(),
-                    state.listed.get(document).copied(),
-                ) {
-                    Some(record) => {
-                        state.pending.insert(*document, record);
-                    }
-                    None => return Access::Read,
-                }
+            // What a refused classification answers: an untyped document's creator giving it a
+            // type keeps reading it; a new document is refused exactly as an absent one is.
+            let refused = if type_may_change && classify_anonymous(after).kind != Kind::Other {
+                Some(Access::Read)
             } else if !is_known {
-                match classify(
-                    &state.accounts,
-                    after,
-                    grant.user,
-                    now_millis(),
-                    state.listed.get(document).copied(),
-                ) {
+                Some(Access::None)
+            } else {
+                None
+            };
+            if let Some(refused) = refused {
+                let listed = state.listed.get(document).copied();
+                match classify(&state.accounts, after, grant.user, now_millis(), listed) {
                     Some(record) => {
                         state.pending.insert(*document, record);
                     }
-                    // Refused exactly as an absent document is answered.
-                    None => return Access::None,
+                    None => return refused,
                 }
             }
             state.note_listing(document, after);

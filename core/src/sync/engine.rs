@@ -1480,21 +1480,7 @@ impl SyncEngine {
                 let data = message.encode();
                 let sender_id = self.config.peer_id.clone();
                 let target_id = peer.peer_id.clone();
-                let wire = if is_request {
-                    Message::Request {
-                        sender_id,
-                        target_id,
-                        document_id: document,
-                        data,
-                    }
-                } else {
-                    Message::Sync {
-                        sender_id,
-                        target_id,
-                        document_id: document,
-                        data,
-                    }
-                };
+                let wire = Message::sync_data(is_request, sender_id, target_id, document, data);
                 self.send(connection, &wire);
             }
             if let Some((storage_id, state)) = state_to_save {

@@ -164,6 +164,31 @@ impl DigestStep {
 pub const DIGEST_MESSAGE_TYPE: &str = "tandem-digest";
 
 impl Message {
+    /// A `request` or a `sync` carrying one encoded automerge sync message.
+    pub(crate) fn sync_data(
+        is_request: bool,
+        sender_id: PeerId,
+        target_id: PeerId,
+        document_id: DocumentId,
+        data: Vec<u8>,
+    ) -> Self {
+        if is_request {
+            Self::Request {
+                sender_id,
+                target_id,
+                document_id,
+                data,
+            }
+        } else {
+            Self::Sync {
+                sender_id,
+                target_id,
+                document_id,
+                data,
+            }
+        }
+    }
+
     /// The protocol's name for this message's type.
     pub fn message_type(&self) -> &str {
         match self {

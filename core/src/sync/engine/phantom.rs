@@ -185,21 +185,7 @@ impl SyncEngine {
         session.advertised = Some(message.heads.clone());
         let data = message.encode();
         let sender_id = self.config.peer_id.clone();
-        let wire = if is_request {
-            Message::Request {
-                sender_id,
-                target_id,
-                document_id: document,
-                data,
-            }
-        } else {
-            Message::Sync {
-                sender_id,
-                target_id,
-                document_id: document,
-                data,
-            }
-        };
+        let wire = Message::sync_data(is_request, sender_id, target_id, document, data);
         self.send(connection, &wire);
     }
 
