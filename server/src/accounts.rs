@@ -202,6 +202,18 @@ pub fn revision(conn: &Connection) -> Result<i64> {
     )
 }
 
+/// A stored device id: 16 bytes, or an error naming the column (never a made-up id).
+fn device_id_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<[u8; 16]> {
+    let bytes: Vec<u8> = row.get(index)?;
+    bytes.try_into().map_err(|bytes: Vec<u8>| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Blob,
+            format!("a device id of {} bytes, not 16", bytes.len()).into(),
+        )
+    })
+}
+
 /// Looks a presented token up by its hash. `None` for unknown, expired or revoked tokens.
 pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<Grant>> {
     let hash = token_hash(token);
@@ -212,7 +224,7 @@ pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<G
              WHERE t.hash = ?1",
             [hash],
             |row| {
-                let device_id: Vec<u8> = row.get(4)?;
+                let device_id = device_id_column(row, 4)?;
                 let revoked: Option<i64> = row.get(6)?;
                 Ok((
                     Grant {
@@ -220,7 +232,7 @@ pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<G
                         user: row.get(1)?,
                         user_name: row.get(2)?,
                         device: row.get(3)?,
-                        device_id: device_id.try_into().unwrap_or([0; 16]),
+                        device_id,
                         expires_at: row.get(5)?,
                     },
                     revoked,
@@ -285,10 +297,9 @@ pub fn load(conn: &mut Connection) -> Result<Accounts> {
         let mut statement =
             tx.prepare("SELECT id, device_id, user_id, name, bind_on_first_use FROM devices")?;
         let rows = statement.query_map([], |row| {
-            let device_id: Vec<u8> = row.get(1)?;
             Ok(Device {
                 id: row.get(0)?,
-                device_id: device_id.try_into().unwrap_or([0; 16]),
+                device_id: device_id_column(row, 1)?,
                 user: row.get(2)?,
                 name: row.get(3)?,
                 bind_on_first_use: row.get(4)?,
@@ -703,6 +714,22 @@ mod tests {
         revoke_token(&mut conn, issued.token_id).unwrap();
         assert!(revision(&conn).unwrap() > before);
         assert!(authenticate(&conn, &issued.token, now).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_damaged_device_id_is_an_error_not_another_device() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let mut conn = store.connection();
+        add_program(&mut conn, "north").unwrap();
+        add_user(&mut conn, "ana", Role::Mentee, Some("north")).unwrap();
+        let now = now_millis();
+        let issued = issue_token(&mut conn, "ana", None, "web", now + 60_000).unwrap();
+        conn.execute("UPDATE devices SET device_id = x'0102'", [])
+            .unwrap();
+        let error = authenticate(&conn, &issued.token, now).unwrap_err();
+        assert!(error.to_string().contains("2 bytes, not 16"), "{error}");
+        let error = load(&mut conn).unwrap_err();
+        assert!(error.to_string().contains("2 bytes, not 16"), "{error}");
     }
 
     #[test]
