@@ -164,6 +164,18 @@ async fn barrier(client: &mut RawClient) {
     }
 }
 
+/// A new plan document for `mentee`, its first change written under `actor`.
+fn plan_of(mentee: &str, actor: ActorId) -> Automerge {
+    let mut doc = Automerge::new().with_actor(actor);
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(automerge::ROOT, "type", "plan")?;
+        tx.put(automerge::ROOT, "mentee", mentee)?;
+        Ok(())
+    })
+    .unwrap();
+    doc
+}
+
 /// Offers a document with changes by `sync`: `Ok` once the relay holds them, the
 /// `doc-unavailable` frame if it refuses.
 async fn create(client: &mut RawClient, document: &str, doc: &mut Automerge) -> Result<(), Value> {
@@ -478,13 +490,7 @@ fn changes_must_come_from_an_actor_bound_to_the_device_and_are_audited() {
         let actor = ActorId::from(hex_bytes(device));
         let mut ana = connect(&relay, &phone, "ana-phone").await;
         let plan = new_document_id();
-        let mut doc = Automerge::new().with_actor(actor.clone());
-        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
-            tx.put(automerge::ROOT, "type", "plan")?;
-            tx.put(automerge::ROOT, "mentee", "ana")?;
-            Ok(())
-        })
-        .unwrap();
+        let mut doc = plan_of("ana", actor.clone());
         create(&mut ana, &plan, &mut doc).await.unwrap();
 
         // carl may write the plan, but not under ana's phone's actor.
@@ -785,13 +791,7 @@ fn authorship_trailers_must_name_the_writer() {
         let actor = ActorId::from(hex_bytes(device));
         let mut ana = connect(&relay, &phone, "ana-phone").await;
         let plan = new_document_id();
-        let mut doc = Automerge::new().with_actor(actor.clone());
-        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
-            tx.put(automerge::ROOT, "type", "plan")?;
-            tx.put(automerge::ROOT, "mentee", "ana")?;
-            Ok(())
-        })
-        .unwrap();
+        let mut doc = plan_of("ana", actor.clone());
         signed_change(&mut doc, "honest", &trailers("ana", device));
         create(&mut ana, &plan, &mut doc).await.unwrap();
 
