@@ -199,7 +199,16 @@ pub struct Written {
     pub user: Option<i64>,
     pub device: Option<i64>,
     pub hashes: Vec<automerge::ChangeHash>,
+    /// The changes waited for a missing dependency when they were accepted: they stay in
+    /// automerge's queue, and are audited when they are applied.
+    pub waiting: bool,
 }
+
+/// How many changes one document may hold waiting for a missing dependency, counted from the
+/// audit entries of accepted messages (automerge's queue has no bound of its own). A legitimate
+/// peer leaves out one change at a time (a bloom-filter false positive) and sends it at once when
+/// asked.
+pub const MAX_WAITING_CHANGES: usize = 1024;
 
 /// The state the policy decides from, shared by the hub and the engine's policy.
 #[derive(Debug, Default)]
@@ -261,6 +270,35 @@ impl AccessState {
     pub fn is_known(&self, document: &DocumentId) -> bool {
         self.record(document).is_some()
     }
+
+    /// Whether the document is a plan, session log or notes: its record is settled, and no change
+    /// can alter what access follows from it (a directory's listing can; an untyped document can
+    /// be given a type).
+    fn is_typed_content(&self, document: &DocumentId) -> bool {
+        self.record(document)
+            .is_some_and(|record| matches!(record.kind, Kind::Plan | Kind::Session | Kind::Notes))
+    }
+
+    fn waiting_entries<'a>(
+        &'a self,
+        document: &'a DocumentId,
+    ) -> impl Iterator<Item = &'a Written> {
+        self.written
+            .iter()
+            .filter(move |entry| entry.waiting && entry.document == *document)
+    }
+
+    /// How many accepted changes of the document wait for a missing dependency.
+    fn waiting_changes(&self, document: &DocumentId) -> usize {
+        self.waiting_entries(document)
+            .map(|entry| entry.hashes.len())
+            .sum()
+    }
+
+    fn is_waiting(&self, document: &DocumentId, hash: &automerge::ChangeHash) -> bool {
+        self.waiting_entries(document)
+            .any(|entry| entry.hashes.contains(hash))
+    }
 }
 
 /// The relay's [`AccessPolicy`]: the engine's view of the shared [`AccessState`].
@@ -278,9 +316,9 @@ impl RelayPolicy {
 }
 
 /// The changes a sync message would add to `current`, and `current` with them applied, or `None`
-/// if some cannot be applied yet (missing dependencies: such a message is refused whole, so no
-/// change escapes the check by waiting in automerge's queue) or are unreadable. A fork of the whole
-/// document: only for what [`read_changes`] cannot decide, or when the result must be classified.
+/// if some cannot be applied yet (missing dependencies: what a document would be with them
+/// cannot be known) or are unreadable. A fork of the whole document: only for what
+/// [`read_changes`] cannot decide, or when the result must be classified.
 fn applied_changes(
     current: &Automerge,
     message: &automerge::sync::Message,
@@ -301,21 +339,21 @@ fn applied_changes(
 }
 
 /// The changes a sync message would add to `current`, read from the message alone (the relay's
-/// per-message cost: forking a hot document for every message was most of it). `Some` only when
-/// that decides them exactly as [`applied_changes`] would: every chunk is exactly one well-formed
-/// change (automerge parses and verifies it), nothing waits in `current`'s queue, and every new
-/// change's dependencies are in `current` or among the message's changes (so none would wait
-/// in the queue). `None` otherwise: a chunk holding a whole document (a v2 message) or several
-/// changes, an unreadable chunk, a missing dependency; the caller then asks
-/// [`applied_changes`], which also refuses what is truly missing or unreadable.
-fn read_changes(
-    current: &Automerge,
-    message: &automerge::sync::Message,
-) -> Option<Vec<automerge::Change>> {
+/// per-message cost: forking a hot document for every message was most of it).
+struct ReadChanges {
+    /// The message's changes `current` does not hold, each parsed and verified by automerge.
+    changes: Vec<automerge::Change>,
+    /// Some of them depend on a change that is neither in `current` nor in the message: automerge
+    /// will keep them in its queue and ask for what is missing (`need`) instead of applying them.
+    waiting: bool,
+}
+
+/// Reads a sync message's changes when every chunk is exactly one well-formed change (automerge
+/// parses and verifies it); `None` otherwise (a chunk holding a whole document, as in a v2
+/// message, or several changes, or an unreadable chunk), and the caller then asks
+/// [`applied_changes`], which also refuses what is truly unreadable or missing.
+fn read_changes(current: &Automerge, message: &automerge::sync::Message) -> Option<ReadChanges> {
     catch_unwind(AssertUnwindSafe(|| {
-        if !current.get_missing_deps(&[]).is_empty() {
-            return None;
-        }
         let mut changes: Vec<automerge::Change> = Vec::with_capacity(message.changes.len());
         for chunk in message.changes.iter() {
             let change = automerge::Change::try_from(chunk).ok()?;
@@ -326,13 +364,13 @@ fn read_changes(
                 changes.push(change);
             }
         }
-        let ready = changes.iter().all(|change| {
+        let waiting = !changes.iter().all(|change| {
             change.deps().iter().all(|dep| {
                 current.get_change_meta_by_hash(dep).is_some()
                     || changes.iter().any(|c| c.hash() == *dep)
             })
         });
-        ready.then_some(changes)
+        Some(ReadChanges { changes, waiting })
     }))
     .ok()
     .flatten()
@@ -364,12 +402,12 @@ impl AccessPolicy for RelayPolicy {
         // built only when it must be read: the message is not plain changes, or the document is
         // new, a directory, or untyped and being given its type.
         let mut applied = None;
-        let changes = match read_changes(current, message) {
-            Some(changes) => changes,
+        let (mut changes, waiting) = match read_changes(current, message) {
+            Some(read) => (read.changes, read.waiting),
             None => match applied_changes(current, message) {
                 Some((after, changes)) => {
                     applied = Some(after);
-                    changes
+                    (changes, false)
                 }
                 None => {
                     tracing::warn!(connection = %peer.connection, %document, "refused changes that cannot be checked");
@@ -377,6 +415,20 @@ impl AccessPolicy for RelayPolicy {
                 }
             },
         };
+        if waiting {
+            // Changes that will wait for a dependency (the peer left it out, trusting a false
+            // positive of our bloom filter) are checked now, from the changes alone, and
+            // automerge asks for the missing one. A document whose kind or listing the changes
+            // could alter can only be judged with them applied, so it is refused as before; and
+            // what one document may hold waiting is bounded, since automerge's queue is not.
+            // A change already waiting is not audited twice.
+            changes.retain(|change| !state.is_waiting(document, &change.hash()));
+            let held = state.waiting_changes(document);
+            if held + changes.len() > MAX_WAITING_CHANGES || !state.is_typed_content(document) {
+                tracing::warn!(connection = %peer.connection, %document, "refused changes that cannot be checked");
+                return Access::Read;
+            }
+        }
         // A message may carry change chunks that hold no new change (automerge's v2 format);
         // with nothing new there is nothing to check, and nothing must be recorded (a record
         // would claim a free id for this peer).
@@ -405,6 +457,7 @@ impl AccessPolicy for RelayPolicy {
                     user: None,
                     device: None,
                     hashes,
+                    waiting,
                 });
                 return Access::ReadWrite;
             }
@@ -474,6 +527,7 @@ impl AccessPolicy for RelayPolicy {
             user: Some(grant.user),
             device: Some(grant.device),
             hashes,
+            waiting,
         });
         Access::ReadWrite
     }
@@ -580,7 +634,9 @@ fn check_authorship(
 }
 
 /// Drops the audit entries of accepted messages whose changes their document, as `document`
-/// returns it, does not hold. Entries of documents it does not return (not in memory) are kept.
+/// returns it, does not hold, unless they were accepted waiting for a dependency and something
+/// still waits in the document's queue. Entries of documents it does not return (not in memory)
+/// are kept.
 pub fn forget_unapplied<'a>(
     written: &mut Vec<Written>,
     document: impl Fn(&DocumentId) -> Option<&'a Automerge>,
@@ -590,7 +646,8 @@ pub fn forget_unapplied<'a>(
             let taken = entry
                 .hashes
                 .iter()
-                .all(|hash| doc.get_change_meta_by_hash(hash).is_some());
+                .all(|hash| doc.get_change_meta_by_hash(hash).is_some())
+                || (entry.waiting && !doc.get_missing_deps(&[]).is_empty());
             if !taken {
                 tracing::debug!(document = %entry.document, "accepted changes were not applied");
             }
@@ -710,16 +767,19 @@ mod tests {
             second.raw_bytes().to_vec(),
         ]);
         let read = read_changes(&relay, &sent).expect("plain changes are read");
+        assert!(!read.waiting);
         let (_, applied) = applied_changes(&relay, &sent).expect("they apply");
-        assert_eq!(sorted(&read), sorted(&applied));
-        assert_eq!(sorted(&read), sorted(&[first, second]));
+        assert_eq!(sorted(&read.changes), sorted(&applied));
+        assert_eq!(sorted(&read.changes), sorted(&[first, second]));
     }
 
     #[test]
-    fn a_missing_dependency_is_refused_by_both_ways() {
+    fn a_change_missing_its_dependency_is_read_as_waiting_and_cannot_be_applied() {
         let (relay, _, [_, second]) = ahead();
         let sent = message(vec![second.raw_bytes().to_vec()]);
-        assert!(read_changes(&relay, &sent).is_none());
+        let read = read_changes(&relay, &sent).expect("one plain change is read");
+        assert!(read.waiting);
+        assert_eq!(sorted(&read.changes), sorted(std::slice::from_ref(&second)));
         assert!(applied_changes(&relay, &sent).is_none());
     }
 
@@ -767,6 +827,7 @@ mod tests {
             user: Some(1),
             device: Some(1),
             hashes: vec![hash],
+            waiting: false,
         };
         let mut written = vec![
             entry(held, taken.hash()),

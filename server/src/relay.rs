@@ -549,11 +549,12 @@ impl Hub {
     }
 
     /// Drops the audit entries of accepted messages whose changes the document did not take.
-    /// The policy accepts only changes whose dependencies are all there, so once a frame is
-    /// handled its changes are in the document, unless automerge refused them (a change the
-    /// policy read but automerge will not apply, such as a reused sequence number): such an
-    /// entry would wait for its commit forever, and a peer sending many would grow it without
-    /// bound. Entries of documents not in memory (reloading after a panic) wait.
+    /// Once a frame is handled its changes are in the document, or waiting in automerge's queue
+    /// for a dependency the policy saw missing (those entries stay while something waits, within
+    /// `MAX_WAITING_CHANGES`), unless automerge refused them (a change the policy read but
+    /// automerge will not apply, such as a reused sequence number): such an entry would wait for
+    /// its commit forever, and a peer sending many would grow it without bound. Entries of
+    /// documents not in memory (reloading after a panic) wait.
     fn forget_refused_writes(&mut self) {
         let mut state = self.policy.lock();
         if state.written.is_empty() {

@@ -536,6 +536,112 @@ fn changes_must_come_from_an_actor_bound_to_the_device_and_are_audited() {
     });
 }
 
+/// A change that arrives before the change it depends on (the device left that one out because
+/// the relay's bloom filter falsely claimed it) waits in the relay's queue: the relay asks for the
+/// missing change in `need` instead of refusing the message, stores both once the missing one
+/// arrives, and audits both. A waiting change from an unbound actor is still refused.
+#[test]
+fn a_change_whose_dependency_is_missing_waits_for_it() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    block_on(async {
+        let mut ana = connect(&relay, world.token("ana"), "ana-laptop").await;
+        let plan = new_document_id();
+        let mut doc = plan_of("ana", ActorId::random());
+        create(&mut ana, &plan, &mut doc).await.unwrap();
+
+        // Two edits; the message carries only the second.
+        put(&mut doc, "first", "a");
+        let first = doc.get_last_local_change().unwrap().clone();
+        put(&mut doc, "second", "b");
+        let mut state = sync::State::new();
+        let mut message = carrying_last_change(&doc, &mut state);
+        message.heads = doc.get_heads();
+        let frame = ana.sync_message("sync", &plan, message.encode());
+        ana.send(frame).await;
+        let reply = loop {
+            let reply = ana.expect("sync").await;
+            if text_field(&reply, "documentId") == Some(plan.as_str()) {
+                break reply;
+            }
+        };
+        let data = field(&reply, "data").and_then(Value::as_bytes).unwrap();
+        let asked = sync::Message::decode(data).unwrap();
+        assert_eq!(
+            asked.need,
+            vec![first.hash()],
+            "the relay asks for the missing change"
+        );
+
+        // The device answers the way automerge does and both are kept.
+        doc.receive_sync_message(&mut state, asked).unwrap();
+        create(&mut ana, &plan, &mut doc).await.unwrap();
+        let mut check = connect(&relay, world.token("carl"), "carl-check").await;
+        let (kept, _) = fetch(&mut check, &plan).await.unwrap();
+        assert_eq!(get_str(&kept, "first").as_deref(), Some("a"));
+        assert_eq!(get_str(&kept, "second").as_deref(), Some("b"));
+        let audit = world.admin(&["audit", "--document", &plan]);
+        assert_eq!(audit.lines().count(), 3, "{audit}");
+
+        // A waiting change is checked when it arrives, not when it is released.
+        let (mut copy, _) = fetch(&mut check, &plan).await.unwrap();
+        copy.set_actor(doc.get_actor().clone());
+        put(&mut copy, "skipped", "x");
+        put(&mut copy, "forged", "by carl as ana's laptop");
+        let mut state = sync::State::new();
+        let mut message = carrying_last_change(&copy, &mut state);
+        message.heads = copy.get_heads();
+        let frame = check.sync_message("sync", &plan, message.encode());
+        check.send(frame).await;
+        let (_, close) = check.expect_close().await;
+        assert!(close.expect("a close frame").reason.contains("actor"));
+    });
+}
+
+/// What one document may hold waiting for a missing dependency is bounded: a message with more
+/// waiting changes than that is refused (read-only), and nothing of it is kept.
+#[test]
+fn waiting_changes_are_bounded() {
+    let world = World::new();
+    let relay = RelayProcess::start_secure(world.data.path(), &[]);
+    block_on(async {
+        let mut ana = connect(&relay, world.token("ana"), "ana-laptop").await;
+        let plan = new_document_id();
+        let mut doc = plan_of("ana", ActorId::random());
+        create(&mut ana, &plan, &mut doc).await.unwrap();
+        let before = doc.get_heads();
+        put(&mut doc, "missing", "yes");
+        let missing = doc.get_last_local_change().unwrap().hash();
+        for i in 0..=tandem_server::access::MAX_WAITING_CHANGES {
+            put(&mut doc, "count", &i.to_string());
+        }
+        let mut message = carrying_last_change(&doc, &mut sync::State::new());
+        message.heads = doc.get_heads();
+        message.changes = doc
+            .get_changes(&before)
+            .into_iter()
+            .filter(|change| change.hash() != missing)
+            .map(|change| change.raw_bytes().to_vec())
+            .collect::<Vec<_>>()
+            .into();
+        let frame = ana.sync_message("sync", &plan, message.encode());
+        ana.send(frame).await;
+        let reply = loop {
+            let reply = ana.expect("sync").await;
+            if text_field(&reply, "documentId") == Some(plan.as_str()) {
+                break reply;
+            }
+        };
+        let data = field(&reply, "data").and_then(Value::as_bytes).unwrap();
+        let answer = sync::Message::decode(data).unwrap();
+        assert!(answer.need.is_empty(), "nothing was queued: {answer:?}");
+        assert_eq!(answer.heads, before, "nothing was applied");
+        let mut check = connect(&relay, world.token("ana"), "ana-check").await;
+        let (kept, _) = fetch(&mut check, &plan).await.unwrap();
+        assert_eq!(kept.get_heads(), before);
+    });
+}
+
 fn hex_bytes(text: &str) -> Vec<u8> {
     (0..text.len())
         .step_by(2)
