@@ -37,13 +37,15 @@
 //! # Ok::<(), tandem_core::Error>(())
 //! ```
 
-use std::collections::HashMap;
+mod cache;
+
 use std::path::Path;
 use std::time::Duration;
 
 use automerge::ChangeHash;
 use chrono::{NaiveDate, Utc};
 
+use self::cache::DocumentCache;
 use crate::doc::{self, Document, EditContext};
 use crate::error::{Error, Result};
 use crate::ids::{
@@ -98,8 +100,7 @@ impl RepoConfig {
 pub struct Repo {
     store: Store,
     author: Author,
-    cache: HashMap<DocumentId, Document>,
-    cache_limit: usize,
+    cache: DocumentCache,
     /// Local writes since the sync layer last looked, when it asked to see them.
     local_commits: Option<Vec<LocalCommit>>,
 }
@@ -160,8 +161,7 @@ impl Repo {
                 user: config.user,
                 device,
             },
-            cache: HashMap::new(),
-            cache_limit: config.cache_limit.max(1),
+            cache: DocumentCache::new(config.cache_limit),
             local_commits: None,
         })
     }
@@ -557,7 +557,7 @@ impl Repo {
 
     /// Removes the document from the cache for editing, loading it if it is not there.
     fn take(&mut self, id: DocumentId) -> Result<Document> {
-        if let Some(document) = self.cache.remove(&id) {
+        if let Some(document) = self.cache.take(&id) {
             return Ok(document);
         }
         let stored = self
@@ -582,13 +582,7 @@ impl Repo {
 
     /// Puts a document (whose every change is stored) back in the cache.
     fn keep(&mut self, document: Document) -> &Document {
-        if self.cache.len() >= self.cache_limit
-            && !self.cache.contains_key(&document.id())
-            && let Some(evicted) = self.cache.keys().next().copied()
-        {
-            self.cache.remove(&evicted);
-        }
-        self.cache.entry(document.id()).or_insert(document)
+        self.cache.keep(document)
     }
 
     /// Runs one domain edit, authored by this user on this device now, and makes it durable.
