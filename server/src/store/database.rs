@@ -89,7 +89,7 @@ pub fn redacted(url: &str) -> String {
 #[derive(Debug)]
 pub enum Database {
     Sqlite(SqliteStore),
-    Postgres(PostgresStore),
+    Postgres(Box<PostgresStore>),
 }
 
 impl Database {
@@ -102,7 +102,9 @@ impl Database {
                 }
                 Ok(Self::Sqlite(SqliteStore::open(path)?))
             }
-            DatabaseLocation::Postgres(url) => Ok(Self::Postgres(PostgresStore::open(url)?)),
+            DatabaseLocation::Postgres(url) => {
+                Ok(Self::Postgres(Box::new(PostgresStore::open(url)?)))
+            }
         }
     }
 
@@ -117,12 +119,13 @@ impl Database {
     pub fn into_relay_store(self) -> Arc<dyn RelayStore> {
         match self {
             Self::Sqlite(store) => Arc::new(store),
-            Self::Postgres(store) => Arc::new(store),
+            Self::Postgres(store) => Arc::new(*store),
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
