@@ -437,7 +437,12 @@ impl Hub {
                 Ok(records) => {
                     let mut state = self.policy.lock();
                     for (document, record) in records {
-                        state.documents.entry(document).or_insert(record);
+                        // A record is fixed once made, except an untyped document's, which its
+                        // creator's first typed change classifies (perhaps through another relay).
+                        let known = state.documents.entry(document).or_insert(record.clone());
+                        if known.kind == crate::access::Kind::Other {
+                            *known = record;
+                        }
                     }
                 }
                 Err(e) => tracing::error!("reading document records failed: {e}"),
@@ -737,7 +742,13 @@ impl Hub {
             StoreEvent::Committed { document, seq } => {
                 self.metrics.stored_elsewhere.inc();
                 self.engine.changed_in_storage(document);
-                if !self.policy.lock().is_known(&document) {
+                let untyped = self
+                    .policy
+                    .lock()
+                    .documents
+                    .get(&document)
+                    .is_none_or(|record| record.kind == crate::access::Kind::Other);
+                if untyped {
                     self.read_records(Some(document));
                 }
                 if self.engine.document(&document).is_some() {

@@ -219,6 +219,48 @@ fn the_store_contract_holds_on_postgres() {
     store_contract(&DatabaseLocation::Postgres(database.url.clone()));
 }
 
+// ---- the schema ------------------------------------------------------------------------------
+
+/// Relays starting together on an empty database take turns migrating it (an advisory lock); a
+/// database from a newer release is refused and left as it is.
+#[test]
+fn relays_starting_at_once_migrate_once_and_a_newer_schema_is_refused() {
+    let database = TestDatabase::create();
+    let location = DatabaseLocation::Postgres(database.url.clone());
+    let opened: Vec<_> = (0..6)
+        .map(|_| {
+            let location = location.clone();
+            std::thread::spawn(move || Database::open(&location).map(|_| ()))
+        })
+        .collect();
+    for opening in opened {
+        opening.join().unwrap().unwrap();
+    }
+    let mut client = connect(&database.url);
+    let version: i64 = client
+        .query_one("SELECT version FROM schema_version", &[])
+        .unwrap()
+        .get(0);
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM schema_version", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!((version, rows), (1, 1));
+    client
+        .batch_execute("UPDATE schema_version SET version = 99")
+        .unwrap();
+    let error = Database::open(&location).unwrap_err();
+    assert!(
+        matches!(error, tandem_server::Error::SchemaTooNew { found: 99, .. }),
+        "{error}"
+    );
+    let version: i64 = client
+        .query_one("SELECT version FROM schema_version", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 99);
+}
+
 // ---- compaction with two relays writing one document -------------------------------------------
 
 /// Relay A appends a change, relay B appends a concurrent one A never merged, A appends another.
