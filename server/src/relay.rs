@@ -20,7 +20,7 @@ use tandem_core::sync::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::access::{DocumentRecord, RelayPolicy};
+use crate::access::{DocumentRecord, Kind, RelayPolicy};
 use crate::accounts::{Accounts, now_millis};
 use crate::auth::Identity;
 use crate::metrics::Metrics;
@@ -68,6 +68,8 @@ pub(crate) enum Command {
     },
     /// Records of documents another relay stored.
     Records(crate::Result<Vec<(DocumentId, DocumentRecord)>>),
+    /// Pairings' directories another relay changed, read from storage for their listings.
+    Listings(crate::Result<Vec<(DocumentId, automerge::Automerge)>>),
     Committed {
         tickets: Vec<PersistTicket>,
         ok: bool,
@@ -435,17 +437,37 @@ impl Hub {
             },
             Command::Records(records) => match records {
                 Ok(records) => {
-                    let mut state = self.policy.lock();
-                    for (document, record) in records {
-                        // A record is fixed once made, except an untyped document's, which its
-                        // creator's first typed change classifies (perhaps through another relay).
-                        let known = state.documents.entry(document).or_insert(record.clone());
-                        if known.kind == crate::access::Kind::Other {
-                            *known = record;
+                    let mut directories = Vec::new();
+                    {
+                        let mut state = self.policy.lock();
+                        for (document, record) in records {
+                            // A record is fixed once made, except an untyped document's, which
+                            // its creator's first typed change classifies (perhaps through
+                            // another relay).
+                            let known = state.documents.entry(document).or_insert(record.clone());
+                            if known.kind == Kind::Other {
+                                *known = record;
+                            }
+                            if known.kind == Kind::Directory
+                                && known.pairing.is_some()
+                                && self.engine.document(&document).is_none()
+                            {
+                                directories.push((document, known.clone()));
+                            }
                         }
                     }
+                    self.read_listings(directories);
                 }
                 Err(e) => tracing::error!("reading document records failed: {e}"),
+            },
+            Command::Listings(listings) => match listings {
+                Ok(listings) => {
+                    let mut state = self.policy.lock();
+                    for (directory, doc) in listings {
+                        state.note_listing(&directory, &doc);
+                    }
+                }
+                Err(e) => tracing::error!("reading directory listings failed: {e}"),
             },
             Command::Loaded {
                 document,
@@ -466,6 +488,10 @@ impl Hub {
                     }
                     if let Err(e) = self.engine.document_loaded(document, stored) {
                         tracing::error!(%document, "stored document cannot be loaded: {e}");
+                    }
+                    // A directory another relay stored or changed lists what it lists now.
+                    if let Some(doc) = self.engine.document(&document) {
+                        self.policy.lock().note_listing(&document, doc);
                     }
                 }
                 Err(e) => {
@@ -742,14 +768,23 @@ impl Hub {
             StoreEvent::Committed { document, seq } => {
                 self.metrics.stored_elsewhere.inc();
                 self.engine.changed_in_storage(document);
-                let untyped = self
-                    .policy
-                    .lock()
-                    .documents
-                    .get(&document)
-                    .is_none_or(|record| record.kind == crate::access::Kind::Other);
-                if untyped {
-                    self.read_records(Some(document));
+                let record = self.policy.lock().documents.get(&document).cloned();
+                match record {
+                    // Unknown, or untyped (maybe typed now): read, and its listing if it is a
+                    // directory not in memory.
+                    None => self.read_records(Some(document)),
+                    Some(record) if record.kind == Kind::Other => {
+                        self.read_records(Some(document));
+                    }
+                    // A directory in memory is listed again when the change is merged.
+                    Some(record)
+                        if record.kind == Kind::Directory
+                            && record.pairing.is_some()
+                            && self.engine.document(&document).is_none() =>
+                    {
+                        self.read_listings(vec![(document, record)]);
+                    }
+                    Some(_) => {}
                 }
                 if self.engine.document(&document).is_some() {
                     self.read_stored(document, Some(seq));
@@ -792,6 +827,20 @@ impl Hub {
             let _ = commands
                 .send(Command::StoredChanges { document, bytes })
                 .await;
+        });
+    }
+
+    /// Reads pairings' directories (not in memory) another relay changed, for their listings.
+    fn read_listings(&self, directories: Vec<(DocumentId, DocumentRecord)>) {
+        if directories.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let listings =
+                crate::blocking(move || read_directory_listings(&*store, &directories)).await;
+            let _ = commands.send(Command::Listings(listings)).await;
         });
     }
 
@@ -873,9 +922,10 @@ fn read_directory_listings(
     documents: &[(DocumentId, DocumentRecord)],
 ) -> crate::Result<Vec<(DocumentId, automerge::Automerge)>> {
     let mut directories = Vec::new();
-    for (directory, _) in documents.iter().filter(|(_, record)| {
-        record.kind == crate::access::Kind::Directory && record.pairing.is_some()
-    }) {
+    for (directory, _) in documents
+        .iter()
+        .filter(|(_, record)| record.kind == Kind::Directory && record.pairing.is_some())
+    {
         let loaded = read_document(store, *directory).ok().and_then(|stored| {
             let bytes = stored.bytes?;
             catch_unwind(|| automerge::Automerge::load(&bytes))

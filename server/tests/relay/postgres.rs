@@ -449,6 +449,79 @@ fn a_token_revoked_through_the_database_closes_connections_on_every_relay() {
     });
 }
 
+/// Access across relays: a pairing's directory and notes written through relay A are decided on
+/// relay B from what A recorded (its pairing, its listing), after the pairing ended and a new one
+/// of the same people began.
+#[test]
+fn documents_written_through_one_relay_are_decided_on_another_by_their_pairing() {
+    use crate::access::{connect, create, directory_listing, fetch, normalized, typed};
+    use crate::harness::{message_type, new_document_id};
+    let database = TestDatabase::create();
+    let url = database.url.as_str();
+    admin(url, &["program", "add", "north"]);
+    for (name, role) in [("ana", "mentee"), ("carl", "coach")] {
+        admin(
+            url,
+            &["user", "add", name, "--role", role, "--program", "north"],
+        );
+    }
+    admin(
+        url,
+        &["pairing", "add", "--coach", "carl", "--mentee", "ana"],
+    );
+    let carl = admin(url, &["token", "issue", "--user", "carl"]);
+    let ana = admin(url, &["token", "issue", "--user", "ana"]);
+    let folders = TempDir::new().unwrap();
+    let relay_a = relay_on(&database, &folders.path().join("a"), true);
+    let relay_b = relay_on(&database, &folders.path().join("b"), true);
+    let listed_session = new_document_id();
+    let (directory, notes) = block_on(async {
+        let mut carl_a = connect(&relay_a, &carl, "carl-a").await;
+        let directory = new_document_id();
+        let mut doc = directory_listing(&[(&listed_session, "session")]);
+        create(&mut carl_a, &directory, &mut doc).await.unwrap();
+        let notes = new_document_id();
+        let mut doc = typed("notes", &[("coach", "carl"), ("mentee", "ana")]);
+        create(&mut carl_a, &notes, &mut doc).await.unwrap();
+        // Through B, while the pairing lasts: carl reads his notes.
+        let mut carl_b = connect(&relay_b, &carl, "carl-b").await;
+        fetch(&mut carl_b, &notes).await.unwrap();
+        (directory, notes)
+    });
+    admin(url, &["pairing", "end", "1"]);
+    admin(
+        url,
+        &["pairing", "add", "--coach", "carl", "--mentee", "ana"],
+    );
+    block_on(async {
+        // Ana (the mentee) reads the directory through B, which loads it and its listing.
+        let mut ana_b = connect(&relay_b, &ana, "ana-b").await;
+        fetch(&mut ana_b, &directory).await.unwrap();
+        let mut carl_b = connect(&relay_b, &carl, "carl-b2").await;
+        let absent = fetch(&mut carl_b, &new_document_id()).await.unwrap_err();
+        // Revocation of the old pairing reaches B within a second or so: ask until it does.
+        let started = Instant::now();
+        let denied = loop {
+            if let Err(reply) = fetch(&mut carl_b, &notes).await {
+                break reply;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "notes still readable"
+            );
+        };
+        assert_eq!(normalized(&denied, "X"), normalized(&absent, "X"));
+        // The old pairing's directory lists `listed_session`: refused under the new pairing, on B
+        // as on A; an unlisted one is accepted.
+        let mut doc = typed("session", &[("coach", "carl"), ("mentee", "ana")]);
+        let refused = create(&mut carl_b, &listed_session, &mut doc).await;
+        assert_eq!(message_type(&refused.unwrap_err()), "doc-unavailable");
+        create(&mut carl_b, &new_document_id(), &mut doc)
+            .await
+            .unwrap();
+    });
+}
+
 /// The relay's watch reconnects after losing its connection, and then reads again what it may
 /// have missed: a change committed through A while B's watch was down still reaches B's device.
 #[test]
