@@ -13,5 +13,8 @@ if [ -f tests/js/package-lock.json ]; then
     fi
 fi
 
+# PostgreSQL on 127.0.0.1:5432 with the tests' role and database (the relay's PostgreSQL tests).
+scripts/setup-postgres.sh
+
 # The binding suites (Python, Kotlin, Swift syntax): JNA, pytest and kotlinc. See the script.
 scripts/setup-bindings.sh

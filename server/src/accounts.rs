@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::store::sql::{Param, Sql, SqlRow};
 
 /// What a user is in their program.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -189,271 +189,229 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Bumps the revision counter that running relays poll.
-fn bump(tx: &Transaction<'_>) -> Result<()> {
-    tx.execute("UPDATE revision SET value = value + 1 WHERE id = 1", [])?;
+fn bump(db: &mut dyn Sql) -> Result<()> {
+    db.execute("UPDATE revision SET value = value + 1 WHERE id = 1", &[])?;
     Ok(())
 }
 
-pub fn revision(conn: &Connection) -> Result<i64> {
-    Ok(
-        conn.query_row("SELECT value FROM revision WHERE id = 1", [], |row| {
-            row.get(0)
-        })?,
-    )
+pub fn revision(db: &mut dyn Sql) -> Result<i64> {
+    db.query_one("SELECT value FROM revision WHERE id = 1", &[])?
+        .int(0)
 }
 
 /// A stored device id: 16 bytes, or an error naming the column (never a made-up id).
-fn device_id_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<[u8; 16]> {
-    let bytes: Vec<u8> = row.get(index)?;
+fn device_id_column(row: &SqlRow, index: usize) -> Result<[u8; 16]> {
+    let bytes = row.bytes(index)?;
     bytes.try_into().map_err(|bytes: Vec<u8>| {
-        rusqlite::Error::FromSqlConversionFailure(
-            index,
-            rusqlite::types::Type::Blob,
-            format!("a device id of {} bytes, not 16", bytes.len()).into(),
-        )
+        Error::Column(format!(
+            "column {index}: a device id of {} bytes, not 16",
+            bytes.len()
+        ))
     })
 }
 
 /// Looks a presented token up by its hash. `None` for unknown, expired or revoked tokens.
-pub fn authenticate(conn: &Connection, token: &str, now: i64) -> Result<Option<Grant>> {
+pub fn authenticate(db: &mut dyn Sql, token: &str, now: i64) -> Result<Option<Grant>> {
     let hash = token_hash(token);
-    let grant = conn
-        .query_row(
-            "SELECT t.id, t.user_id, u.name, t.device, d.device_id, t.expires_at, t.revoked_at
-             FROM tokens t JOIN users u ON u.id = t.user_id JOIN devices d ON d.id = t.device
-             WHERE t.hash = ?1",
-            [hash],
-            |row| {
-                let device_id = device_id_column(row, 4)?;
-                let revoked: Option<i64> = row.get(6)?;
-                Ok((
-                    Grant {
-                        token: row.get(0)?,
-                        user: row.get(1)?,
-                        user_name: row.get(2)?,
-                        device: row.get(3)?,
-                        device_id,
-                        expires_at: row.get(5)?,
-                    },
-                    revoked,
-                ))
-            },
-        )
-        .optional()?;
-    Ok(grant.and_then(|(grant, revoked)| {
-        (revoked.is_none() && now < grant.expires_at).then_some(grant)
-    }))
+    let Some(row) = db.query_opt(
+        "SELECT t.id, t.user_id, u.name, t.device, d.device_id, t.expires_at, t.revoked_at
+         FROM tokens t JOIN users u ON u.id = t.user_id JOIN devices d ON d.id = t.device
+         WHERE t.hash = ?1",
+        &[Param::Bytes(&hash)],
+    )?
+    else {
+        return Ok(None);
+    };
+    let grant = Grant {
+        token: row.int(0)?,
+        user: row.int(1)?,
+        user_name: row.text(2)?,
+        device: row.int(3)?,
+        device_id: device_id_column(&row, 4)?,
+        expires_at: row.int(5)?,
+    };
+    let revoked = row.maybe_int(6)?;
+    Ok((revoked.is_none() && now < grant.expires_at).then_some(grant))
 }
 
-/// Reads every account table in one transaction.
-pub fn load(conn: &mut Connection) -> Result<Accounts> {
-    let tx = conn.transaction()?;
+/// Reads every account table (in the caller's transaction, so they agree with each other).
+pub fn load(db: &mut dyn Sql) -> Result<Accounts> {
     let mut accounts = Accounts {
-        revision: revision(&tx)?,
+        revision: revision(db)?,
         ..Accounts::default()
     };
-    {
-        let mut statement = tx.prepare("SELECT id, name FROM programs")?;
-        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        for row in rows {
-            let (id, name) = row?;
-            accounts.programs.insert(id, name);
-        }
-        let mut statement = tx.prepare("SELECT id, name, role, program FROM users")?;
-        let rows = statement.query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get::<_, String>(2)?,
-                row.get(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, name, role, program) = row?;
-            let role = Role::parse(&role)?;
-            accounts.users.insert(
-                id,
-                User {
-                    id,
-                    name,
-                    role,
-                    program,
-                },
-            );
-        }
-        let mut statement =
-            tx.prepare("SELECT id, program, coach, mentee, starts_at, ends_at FROM pairings")?;
-        let rows = statement.query_map([], |row| {
-            Ok(Pairing {
-                id: row.get(0)?,
-                program: row.get(1)?,
-                coach: row.get(2)?,
-                mentee: row.get(3)?,
-                starts_at: row.get(4)?,
-                ends_at: row.get(5)?,
-            })
-        })?;
-        accounts.pairings = rows.collect::<rusqlite::Result<_>>()?;
-        let mut statement =
-            tx.prepare("SELECT id, device_id, user_id, name, bind_on_first_use FROM devices")?;
-        let rows = statement.query_map([], |row| {
-            Ok(Device {
-                id: row.get(0)?,
-                device_id: device_id_column(row, 1)?,
-                user: row.get(2)?,
-                name: row.get(3)?,
-                bind_on_first_use: row.get(4)?,
-            })
-        })?;
-        for device in rows {
-            let device = device?;
-            accounts.devices.insert(device.id, device);
-        }
-        let mut statement = tx.prepare("SELECT actor, device FROM device_actors")?;
-        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        for row in rows {
-            let (actor, device) = row?;
-            accounts.actors.insert(actor, device);
-        }
-        let mut statement =
-            tx.prepare("SELECT id, user_id, device, expires_at, revoked_at FROM tokens")?;
-        let rows = statement.query_map([], |row| {
-            Ok(TokenState {
-                id: row.get(0)?,
-                user: row.get(1)?,
-                device: row.get(2)?,
-                expires_at: row.get(3)?,
-                revoked_at: row.get(4)?,
-            })
-        })?;
-        for token in rows {
-            let token = token?;
-            accounts.tokens.insert(token.id, token);
-        }
+    for row in db.query("SELECT id, name FROM programs", &[])? {
+        accounts.programs.insert(row.int(0)?, row.text(1)?);
     }
-    tx.commit()?;
+    for row in db.query("SELECT id, name, role, program FROM users", &[])? {
+        let id = row.int(0)?;
+        accounts.users.insert(
+            id,
+            User {
+                id,
+                name: row.text(1)?,
+                role: Role::parse(&row.text(2)?)?,
+                program: row.maybe_int(3)?,
+            },
+        );
+    }
+    for row in db.query(
+        "SELECT id, program, coach, mentee, starts_at, ends_at FROM pairings",
+        &[],
+    )? {
+        accounts.pairings.push(Pairing {
+            id: row.int(0)?,
+            program: row.int(1)?,
+            coach: row.int(2)?,
+            mentee: row.int(3)?,
+            starts_at: row.int(4)?,
+            ends_at: row.maybe_int(5)?,
+        });
+    }
+    for row in db.query(
+        "SELECT id, device_id, user_id, name, bind_on_first_use FROM devices",
+        &[],
+    )? {
+        let device = Device {
+            id: row.int(0)?,
+            device_id: device_id_column(&row, 1)?,
+            user: row.int(2)?,
+            name: row.text(3)?,
+            bind_on_first_use: row.flag(4)?,
+        };
+        accounts.devices.insert(device.id, device);
+    }
+    for row in db.query("SELECT actor, device FROM device_actors", &[])? {
+        accounts.actors.insert(row.bytes(0)?, row.int(1)?);
+    }
+    for row in db.query(
+        "SELECT id, user_id, device, expires_at, revoked_at FROM tokens",
+        &[],
+    )? {
+        let token = TokenState {
+            id: row.int(0)?,
+            user: row.int(1)?,
+            device: row.int(2)?,
+            expires_at: row.int(3)?,
+            revoked_at: row.maybe_int(4)?,
+        };
+        accounts.tokens.insert(token.id, token);
+    }
     Ok(accounts)
 }
 
 // ---- administration ----------------------------------------------------------------------------
+//
+// Each function runs inside the caller's transaction (`Database::transaction`): it commits if the
+// function succeeds and rolls back if it fails.
 
-fn program_id(conn: &Connection, name: &str) -> Result<i64> {
-    conn.query_row("SELECT id FROM programs WHERE name = ?1", [name], |row| {
-        row.get(0)
-    })
-    .optional()?
-    .ok_or_else(|| Error::Config(format!("no program named {name:?}")))
+fn program_id(db: &mut dyn Sql, name: &str) -> Result<i64> {
+    db.query_opt(
+        "SELECT id FROM programs WHERE name = ?1",
+        &[Param::Text(name)],
+    )?
+    .ok_or_else(|| Error::Config(format!("no program named {name:?}")))?
+    .int(0)
 }
 
-fn user(conn: &Connection, name: &str) -> Result<User> {
-    conn.query_row(
-        "SELECT id, name, role, program FROM users WHERE name = ?1",
-        [name],
-        |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get::<_, String>(2)?,
-                row.get(3)?,
-            ))
-        },
-    )
-    .optional()?
-    .ok_or_else(|| Error::Config(format!("no user named {name:?}")))
-    .and_then(|(id, name, role, program)| {
-        Ok(User {
-            id,
-            name,
-            role: Role::parse(&role)?,
-            program,
-        })
+fn user(db: &mut dyn Sql, name: &str) -> Result<User> {
+    let row = db
+        .query_opt(
+            "SELECT id, name, role, program FROM users WHERE name = ?1",
+            &[Param::Text(name)],
+        )?
+        .ok_or_else(|| Error::Config(format!("no user named {name:?}")))?;
+    Ok(User {
+        id: row.int(0)?,
+        name: row.text(1)?,
+        role: Role::parse(&row.text(2)?)?,
+        program: row.maybe_int(3)?,
     })
 }
 
-fn refuse_duplicate(e: rusqlite::Error, what: String) -> Error {
-    match e {
-        rusqlite::Error::SqliteFailure(code, _)
-            if code.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            Error::Config(format!("{what} already exists"))
+/// An insert that returns the new row's id, with a uniqueness conflict answered as "`what`
+/// already exists".
+fn insert(db: &mut dyn Sql, sql: &str, params: &[Param<'_>], what: &str) -> Result<i64> {
+    match db.query_one(sql, params) {
+        Ok(row) => row.int(0),
+        Err(e) if e.is_constraint_violation() => {
+            Err(Error::Config(format!("{what} already exists")))
         }
-        other => other.into(),
+        Err(e) => Err(e),
     }
 }
 
-pub fn add_program(conn: &mut Connection, name: &str) -> Result<i64> {
+pub fn add_program(db: &mut dyn Sql, name: &str) -> Result<i64> {
     if name.trim().is_empty() {
         return Err(Error::Config("a program needs a name".into()));
     }
-    let tx = conn.transaction()?;
-    tx.execute(
-        "INSERT INTO programs (name, created_at) VALUES (?1, ?2)",
-        params![name, now_millis()],
-    )
-    .map_err(|e| refuse_duplicate(e, format!("program {name:?}")))?;
-    let id = tx.last_insert_rowid();
-    bump(&tx)?;
-    tx.commit()?;
+    let id = insert(
+        db,
+        "INSERT INTO programs (name, created_at) VALUES (?1, ?2) RETURNING id",
+        &[Param::Text(name), Param::Int(now_millis())],
+        &format!("program {name:?}"),
+    )?;
+    bump(db)?;
     Ok(id)
 }
 
-pub fn list_programs(conn: &Connection) -> Result<Vec<(i64, String)>> {
-    let mut statement = conn.prepare("SELECT id, name FROM programs ORDER BY name")?;
-    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn list_programs(db: &mut dyn Sql) -> Result<Vec<(i64, String)>> {
+    db.query("SELECT id, name FROM programs ORDER BY name", &[])?
+        .iter()
+        .map(|row| Ok((row.int(0)?, row.text(1)?)))
+        .collect()
 }
 
-pub fn add_user(
-    conn: &mut Connection,
-    name: &str,
-    role: Role,
-    program: Option<&str>,
-) -> Result<i64> {
+pub fn add_user(db: &mut dyn Sql, name: &str, role: Role, program: Option<&str>) -> Result<i64> {
     if name.trim().is_empty() {
         return Err(Error::Config("a user needs a name".into()));
     }
-    let tx = conn.transaction()?;
     let program = match (role, program) {
         (Role::Admin, None) => None,
-        (_, Some(program)) => Some(program_id(&tx, program)?),
+        (_, Some(program)) => Some(program_id(db, program)?),
         (_, None) => {
             return Err(Error::Config(format!(
                 "a {role} belongs to a program (--program)"
             )));
         }
     };
-    tx.execute(
-        "INSERT INTO users (name, role, program, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![name, role.as_str(), program, now_millis()],
-    )
-    .map_err(|e| refuse_duplicate(e, format!("user {name:?}")))?;
-    let id = tx.last_insert_rowid();
-    bump(&tx)?;
-    tx.commit()?;
+    let id = insert(
+        db,
+        "INSERT INTO users (name, role, program, created_at) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+        &[
+            Param::Text(name),
+            Param::Text(role.as_str()),
+            Param::MaybeInt(program),
+            Param::Int(now_millis()),
+        ],
+        &format!("user {name:?}"),
+    )?;
+    bump(db)?;
     Ok(id)
 }
 
 /// (name, role, program name) of every user.
-pub fn list_users(conn: &Connection) -> Result<Vec<(String, String, Option<String>)>> {
-    let mut statement = conn.prepare(
+pub fn list_users(db: &mut dyn Sql) -> Result<Vec<(String, String, Option<String>)>> {
+    db.query(
         "SELECT u.name, u.role, p.name FROM users u LEFT JOIN programs p ON p.id = u.program
          ORDER BY u.name",
-    )?;
-    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        &[],
+    )?
+    .iter()
+    .map(|row| Ok((row.text(0)?, row.text(1)?, row.maybe_text(2)?)))
+    .collect()
 }
 
 /// Pairs a coach (or a coordinator acting as coach) with a mentee of the same program.
 pub fn add_pairing(
-    conn: &mut Connection,
+    db: &mut dyn Sql,
     coach: &str,
     mentee: &str,
     starts_at: i64,
     ends_at: Option<i64>,
 ) -> Result<i64> {
-    let tx = conn.transaction()?;
-    let coach = user(&tx, coach)?;
-    let mentee = user(&tx, mentee)?;
+    let coach = user(db, coach)?;
+    let mentee = user(db, mentee)?;
     if !matches!(coach.role, Role::Coach | Role::Coordinator) {
         return Err(Error::Config(format!(
             "{} is a {}, not a coach",
@@ -475,14 +433,20 @@ pub fn add_pairing(
             )));
         }
     };
-    tx.execute(
-        "INSERT INTO pairings (program, coach, mentee, starts_at, ends_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![program, coach.id, mentee.id, starts_at, ends_at],
-    )?;
-    let id = tx.last_insert_rowid();
-    bump(&tx)?;
-    tx.commit()?;
+    let id = db
+        .query_one(
+            "INSERT INTO pairings (program, coach, mentee, starts_at, ends_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            &[
+                Param::Int(program),
+                Param::Int(coach.id),
+                Param::Int(mentee.id),
+                Param::Int(starts_at),
+                Param::MaybeInt(ends_at),
+            ],
+        )?
+        .int(0)?;
+    bump(db)?;
     Ok(id)
 }
 
@@ -497,39 +461,38 @@ pub type PairingRow = (
     Option<Vec<u8>>,
 );
 
-pub fn list_pairings(conn: &Connection) -> Result<Vec<PairingRow>> {
-    let mut statement = conn.prepare(
+pub fn list_pairings(db: &mut dyn Sql) -> Result<Vec<PairingRow>> {
+    db.query(
         "SELECT pa.id, pr.name, c.name, m.name, pa.starts_at, pa.ends_at, pa.directory
          FROM pairings pa JOIN programs pr ON pr.id = pa.program
          JOIN users c ON c.id = pa.coach JOIN users m ON m.id = pa.mentee ORDER BY pa.id",
-    )?;
-    let rows = statement.query_map([], |row| {
+        &[],
+    )?
+    .iter()
+    .map(|row| {
         Ok((
-            row.get(0)?,
-            row.get(1)?,
-            row.get(2)?,
-            row.get(3)?,
-            row.get(4)?,
-            row.get(5)?,
-            row.get(6)?,
+            row.int(0)?,
+            row.text(1)?,
+            row.text(2)?,
+            row.text(3)?,
+            row.int(4)?,
+            row.maybe_int(5)?,
+            row.maybe_bytes(6)?,
         ))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+    .collect()
 }
 
 /// Ends a pairing at `at`: the coach's access to the mentee's documents ends then.
-pub fn end_pairing(conn: &mut Connection, pairing: i64, at: i64) -> Result<()> {
-    let tx = conn.transaction()?;
-    let changed = tx.execute(
+pub fn end_pairing(db: &mut dyn Sql, pairing: i64, at: i64) -> Result<()> {
+    let changed = db.execute(
         "UPDATE pairings SET ends_at = ?2 WHERE id = ?1 AND (ends_at IS NULL OR ends_at > ?2)",
-        params![pairing, at],
+        &[Param::Int(pairing), Param::Int(at)],
     )?;
     if changed == 0 {
         return Err(Error::Config(format!("no open pairing with id {pairing}")));
     }
-    bump(&tx)?;
-    tx.commit()?;
-    Ok(())
+    bump(db)
 }
 
 /// What `issue_token` made.
@@ -545,26 +508,24 @@ pub struct Issued {
 /// id) the device is registered (or reused if it is already the user's) and may write only with
 /// that actor. Without it a new web device is made, whose actors are bound on first use.
 pub fn issue_token(
-    conn: &mut Connection,
+    db: &mut dyn Sql,
     user_name: &str,
     device_id: Option<[u8; 16]>,
     device_name: &str,
     expires_at: i64,
 ) -> Result<Issued> {
-    let tx = conn.transaction()?;
-    let user = user(&tx, user_name)?;
+    let user = user(db, user_name)?;
     let now = now_millis();
+    let add_device = "INSERT INTO devices (device_id, user_id, name, bind_on_first_use, created_at)
+                      VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id";
     let (device, device_id) = match device_id {
         Some(device_id) => {
-            let existing: Option<(i64, i64)> = tx
-                .query_row(
-                    "SELECT id, user_id FROM devices WHERE device_id = ?1",
-                    [&device_id[..]],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?;
+            let existing = db.query_opt(
+                "SELECT id, user_id FROM devices WHERE device_id = ?1",
+                &[Param::Bytes(&device_id)],
+            )?;
             match existing {
-                Some((id, owner)) if owner == user.id => (id, device_id),
+                Some(row) if row.int(1)? == user.id => (row.int(0)?, device_id),
                 Some(_) => {
                     return Err(Error::Config(format!(
                         "device {} belongs to another user",
@@ -572,40 +533,61 @@ pub fn issue_token(
                     )));
                 }
                 None => {
-                    tx.execute(
-                        "INSERT INTO devices (device_id, user_id, name, bind_on_first_use,
-                         created_at) VALUES (?1, ?2, ?3, 0, ?4)",
-                        params![&device_id[..], user.id, device_name, now],
+                    let id = db
+                        .query_one(
+                            add_device,
+                            &[
+                                Param::Bytes(&device_id),
+                                Param::Int(user.id),
+                                Param::Text(device_name),
+                                Param::Flag(false),
+                                Param::Int(now),
+                            ],
+                        )?
+                        .int(0)?;
+                    insert(
+                        db,
+                        "INSERT INTO device_actors (actor, device, bound_at) VALUES (?1, ?2, ?3)
+                         RETURNING device",
+                        &[Param::Bytes(&device_id), Param::Int(id), Param::Int(now)],
+                        "a device with that actor",
                     )?;
-                    let id = tx.last_insert_rowid();
-                    tx.execute(
-                        "INSERT INTO device_actors (actor, device, bound_at) VALUES (?1, ?2, ?3)",
-                        params![&device_id[..], id, now],
-                    )
-                    .map_err(|e| refuse_duplicate(e, "a device with that actor".to_owned()))?;
                     (id, device_id)
                 }
             }
         }
         None => {
             let device_id: [u8; 16] = rand::random();
-            tx.execute(
-                "INSERT INTO devices (device_id, user_id, name, bind_on_first_use, created_at)
-                 VALUES (?1, ?2, ?3, 1, ?4)",
-                params![&device_id[..], user.id, device_name, now],
-            )?;
-            (tx.last_insert_rowid(), device_id)
+            let id = db
+                .query_one(
+                    add_device,
+                    &[
+                        Param::Bytes(&device_id),
+                        Param::Int(user.id),
+                        Param::Text(device_name),
+                        Param::Flag(true),
+                        Param::Int(now),
+                    ],
+                )?
+                .int(0)?;
+            (id, device_id)
         }
     };
     let token = new_token();
-    tx.execute(
-        "INSERT INTO tokens (hash, user_id, device, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![token_hash(&token), user.id, device, now, expires_at],
-    )?;
-    let token_id = tx.last_insert_rowid();
-    bump(&tx)?;
-    tx.commit()?;
+    let token_id = db
+        .query_one(
+            "INSERT INTO tokens (hash, user_id, device, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            &[
+                Param::Bytes(&token_hash(&token)),
+                Param::Int(user.id),
+                Param::Int(device),
+                Param::Int(now),
+                Param::Int(expires_at),
+            ],
+        )?
+        .int(0)?;
+    bump(db)?;
     Ok(Issued {
         token,
         token_id,
@@ -617,67 +599,70 @@ pub fn issue_token(
 /// A token as listed: id, user, device (hex), device name, created, expires, revoked.
 pub type TokenRow = (i64, String, String, String, i64, i64, Option<i64>);
 
-pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenRow>> {
-    let mut statement = conn.prepare(
+pub fn list_tokens(db: &mut dyn Sql) -> Result<Vec<TokenRow>> {
+    db.query(
         "SELECT t.id, u.name, d.device_id, d.name, t.created_at, t.expires_at, t.revoked_at
          FROM tokens t JOIN users u ON u.id = t.user_id JOIN devices d ON d.id = t.device
          ORDER BY t.id",
-    )?;
-    let rows = statement.query_map([], |row| {
-        let device: Vec<u8> = row.get(2)?;
+        &[],
+    )?
+    .iter()
+    .map(|row| {
         Ok((
-            row.get(0)?,
-            row.get(1)?,
-            hex(&device),
-            row.get(3)?,
-            row.get(4)?,
-            row.get(5)?,
-            row.get(6)?,
+            row.int(0)?,
+            row.text(1)?,
+            hex(&row.bytes(2)?),
+            row.text(3)?,
+            row.int(4)?,
+            row.int(5)?,
+            row.maybe_int(6)?,
         ))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    })
+    .collect()
 }
 
-pub fn revoke_token(conn: &mut Connection, token: i64) -> Result<()> {
-    let tx = conn.transaction()?;
-    let changed = tx.execute(
+pub fn revoke_token(db: &mut dyn Sql, token: i64) -> Result<()> {
+    let changed = db.execute(
         "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-        params![token, now_millis()],
+        &[Param::Int(token), Param::Int(now_millis())],
     )?;
     if changed == 0 {
         return Err(Error::Config(format!("no unrevoked token with id {token}")));
     }
-    bump(&tx)?;
-    tx.commit()?;
-    Ok(())
+    bump(db)
 }
 
 /// One audit row: when, document, user, device (hex), how many changes, their hashes.
 pub type AuditRow = (i64, String, Option<String>, Option<String>, i64, String);
 
 /// The audit, oldest first, optionally of one document.
-pub fn list_audit(conn: &Connection, document: Option<&[u8]>) -> Result<Vec<AuditRow>> {
-    let mut statement = conn.prepare(
-        "SELECT a.at, a.document, u.name, d.device_id, a.changes, a.hashes
-         FROM audit a LEFT JOIN users u ON u.id = a.user_id LEFT JOIN devices d ON d.id = a.device
-         WHERE ?1 IS NULL OR a.document = ?1 ORDER BY a.seq",
-    )?;
-    let rows = statement.query_map([document], |row| {
-        let document: Vec<u8> = row.get(1)?;
-        let document = tandem_core::DocumentId::from_slice(&document)
-            .map(|id| id.to_string())
-            .unwrap_or_else(|_| hex(&document));
-        let device: Option<Vec<u8>> = row.get(3)?;
-        Ok((
-            row.get(0)?,
-            document,
-            row.get(2)?,
-            device.map(|d| hex(&d)),
-            row.get(4)?,
-            row.get(5)?,
-        ))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+pub fn list_audit(db: &mut dyn Sql, document: Option<&[u8]>) -> Result<Vec<AuditRow>> {
+    let sql = "SELECT a.at, a.document, u.name, d.device_id, a.changes, a.hashes
+               FROM audit a LEFT JOIN users u ON u.id = a.user_id
+               LEFT JOIN devices d ON d.id = a.device";
+    let rows = match document {
+        Some(document) => db.query(
+            &format!("{sql} WHERE a.document = ?1 ORDER BY a.seq"),
+            &[Param::Bytes(document)],
+        )?,
+        None => db.query(&format!("{sql} ORDER BY a.seq"), &[])?,
+    };
+    rows.iter()
+        .map(|row| {
+            let document = row.bytes(1)?;
+            let document = tandem_core::DocumentId::from_slice(&document)
+                .map(|id| id.to_string())
+                .unwrap_or_else(|_| hex(&document));
+            Ok((
+                row.int(0)?,
+                document,
+                row.maybe_text(2)?,
+                row.maybe_bytes(3)?.map(|d| hex(&d)),
+                row.int(4)?,
+                row.text(5)?,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -685,23 +670,25 @@ pub fn list_audit(conn: &Connection, document: Option<&[u8]>) -> Result<Vec<Audi
 mod tests {
     use super::*;
     use crate::store::SqliteStore;
+    use crate::store::sql::SqliteSql;
 
     #[test]
     fn a_token_authenticates_until_it_is_revoked_or_expires_and_only_its_hash_is_stored() {
         let store = SqliteStore::open_in_memory().unwrap();
-        let mut conn = store.connection();
-        add_program(&mut conn, "north").unwrap();
-        add_user(&mut conn, "ana", Role::Mentee, Some("north")).unwrap();
+        let conn = store.connection();
+        let db = &mut SqliteSql(&conn);
+        add_program(db, "north").unwrap();
+        add_user(db, "ana", Role::Mentee, Some("north")).unwrap();
         let now = now_millis();
-        let issued = issue_token(&mut conn, "ana", None, "web", now + 60_000).unwrap();
-        let grant = authenticate(&conn, &issued.token, now).unwrap().unwrap();
+        let issued = issue_token(db, "ana", None, "web", now + 60_000).unwrap();
+        let grant = authenticate(db, &issued.token, now).unwrap().unwrap();
         assert_eq!(grant.user_name, "ana");
         assert!(
-            authenticate(&conn, &issued.token, now + 60_000)
+            authenticate(db, &issued.token, now + 60_000)
                 .unwrap()
                 .is_none()
         );
-        assert!(authenticate(&conn, "tandem_forged", now).unwrap().is_none());
+        assert!(authenticate(db, "tandem_forged", now).unwrap().is_none());
         let stored: i64 = conn
             .query_row(
                 "SELECT count(*) FROM tokens WHERE hash = ?1",
@@ -710,50 +697,52 @@ mod tests {
             )
             .unwrap();
         assert_eq!(stored, 0, "the token itself is never stored");
-        let before = revision(&conn).unwrap();
-        revoke_token(&mut conn, issued.token_id).unwrap();
-        assert!(revision(&conn).unwrap() > before);
-        assert!(authenticate(&conn, &issued.token, now).unwrap().is_none());
+        let before = revision(db).unwrap();
+        revoke_token(db, issued.token_id).unwrap();
+        assert!(revision(db).unwrap() > before);
+        assert!(authenticate(db, &issued.token, now).unwrap().is_none());
     }
 
     #[test]
     fn a_damaged_device_id_is_an_error_not_another_device() {
         let store = SqliteStore::open_in_memory().unwrap();
-        let mut conn = store.connection();
-        add_program(&mut conn, "north").unwrap();
-        add_user(&mut conn, "ana", Role::Mentee, Some("north")).unwrap();
+        let conn = store.connection();
+        let db = &mut SqliteSql(&conn);
+        add_program(db, "north").unwrap();
+        add_user(db, "ana", Role::Mentee, Some("north")).unwrap();
         let now = now_millis();
-        let issued = issue_token(&mut conn, "ana", None, "web", now + 60_000).unwrap();
+        let issued = issue_token(db, "ana", None, "web", now + 60_000).unwrap();
         conn.execute("UPDATE devices SET device_id = x'0102'", [])
             .unwrap();
-        let error = authenticate(&conn, &issued.token, now).unwrap_err();
+        let error = authenticate(db, &issued.token, now).unwrap_err();
         assert!(error.to_string().contains("2 bytes, not 16"), "{error}");
-        let error = load(&mut conn).unwrap_err();
+        let error = load(db).unwrap_err();
         assert!(error.to_string().contains("2 bytes, not 16"), "{error}");
     }
 
     #[test]
     fn pairings_need_a_coach_and_a_mentee_of_one_program() {
         let store = SqliteStore::open_in_memory().unwrap();
-        let mut conn = store.connection();
-        add_program(&mut conn, "north").unwrap();
-        add_program(&mut conn, "south").unwrap();
-        add_user(&mut conn, "ana", Role::Mentee, Some("north")).unwrap();
-        add_user(&mut conn, "carl", Role::Coach, Some("north")).unwrap();
-        add_user(&mut conn, "sam", Role::Coach, Some("south")).unwrap();
-        assert!(add_user(&mut conn, "nobody", Role::Coach, None).is_err());
-        assert!(add_pairing(&mut conn, "sam", "ana", 0, None).is_err());
-        assert!(add_pairing(&mut conn, "ana", "carl", 0, None).is_err());
-        let id = add_pairing(&mut conn, "carl", "ana", 0, None).unwrap();
-        let accounts = load(&mut conn).unwrap();
+        let conn = store.connection();
+        let db = &mut SqliteSql(&conn);
+        add_program(db, "north").unwrap();
+        add_program(db, "south").unwrap();
+        add_user(db, "ana", Role::Mentee, Some("north")).unwrap();
+        add_user(db, "carl", Role::Coach, Some("north")).unwrap();
+        add_user(db, "sam", Role::Coach, Some("south")).unwrap();
+        assert!(add_user(db, "nobody", Role::Coach, None).is_err());
+        assert!(add_pairing(db, "sam", "ana", 0, None).is_err());
+        assert!(add_pairing(db, "ana", "carl", 0, None).is_err());
+        let id = add_pairing(db, "carl", "ana", 0, None).unwrap();
+        let accounts = load(db).unwrap();
         let (carl, ana) = (
             accounts.user_by_name("carl").unwrap().id,
             accounts.user_by_name("ana").unwrap().id,
         );
         let north = accounts.program_by_name("north").unwrap();
         assert!(accounts.active_pairing(north, carl, ana, 10));
-        end_pairing(&mut conn, id, 5).unwrap();
-        let accounts = load(&mut conn).unwrap();
+        end_pairing(db, id, 5).unwrap();
+        let accounts = load(db).unwrap();
         assert!(!accounts.active_pairing(north, carl, ana, 10));
     }
 }

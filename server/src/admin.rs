@@ -1,5 +1,6 @@
 //! `tandem-server admin`: programs, users, pairings and device tokens, written straight into the
-//! relay's SQLite database (WAL: safe while a relay runs on it; the relay notices within a second).
+//! relay's database, the SQLite file under `--data` (WAL: safe while a relay runs on it) or the
+//! PostgreSQL database of `--database`. Running relays notice within a second.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,9 +12,10 @@ use tandem_core::ids::DeviceId;
 
 use crate::accounts::{self, Role, now_millis};
 use crate::error::{Error, Result};
-use crate::store::SqliteStore;
+use crate::store::sql::Sql;
+use crate::store::{Database, DatabaseLocation};
 
-/// `tandem-server admin [--data DIR] <what> <action>`.
+/// `tandem-server admin [--data DIR | --database URL] <what> <action>`.
 #[derive(Debug, Args)]
 pub struct AdminCommand {
     /// Folder of the relay's SQLite database (the relay's `--data`).
@@ -24,6 +26,11 @@ pub struct AdminCommand {
         global = true
     )]
     pub data: PathBuf,
+
+    /// The relay's PostgreSQL database (`postgres://user:password@host:port/database`), as given
+    /// to `serve --database`; without it, the SQLite file under `--data`.
+    #[arg(long, env = "TANDEM_DATABASE", global = true, hide_env_values = true)]
+    pub database: Option<String>,
 
     #[command(subcommand)]
     pub what: Admin,
@@ -142,11 +149,17 @@ fn instant(millis: i64) -> String {
 
 /// Runs one admin command, writing its answer to `out`.
 pub fn run(command: AdminCommand, out: &mut dyn Write) -> Result<()> {
-    std::fs::create_dir_all(&command.data)?;
-    let store = SqliteStore::open(&command.data.join("relay.sqlite"))?;
-    let mut conn = store.connection();
-    let conn = &mut *conn;
-    match command.what {
+    let location = DatabaseLocation::new(command.database.as_deref(), &command.data)?;
+    let database = Database::open(&location)?;
+    // The answer is written only once the command's transaction has committed.
+    let mut answer = Vec::new();
+    database.transaction(|db| execute(command.what, db, &mut answer))?;
+    out.write_all(&answer)?;
+    Ok(())
+}
+
+fn execute(what: Admin, conn: &mut dyn Sql, out: &mut Vec<u8>) -> Result<()> {
+    match what {
         Admin::Program(ProgramCommand::Add { name }) => {
             let id = accounts::add_program(conn, &name)?;
             writeln!(out, "program {id} {name}")?;

@@ -16,6 +16,12 @@ pub struct ServeConfig {
     #[arg(long, env = "TANDEM_DATA", default_value = "tandem-data")]
     pub data: PathBuf,
 
+    /// A PostgreSQL database instead of the SQLite file under `--data`
+    /// (`postgres://user:password@host:port/database`): several relays may share it, and changes
+    /// made through one reach devices connected to the others. Its password is never logged.
+    #[arg(long, env = "TANDEM_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+
     /// Largest websocket frame accepted, in bytes. Larger frames close the connection.
     #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_frame_bytes: usize,
@@ -117,5 +123,10 @@ impl ServeConfig {
     /// The SQLite database file inside the data folder.
     pub fn database_path(&self) -> PathBuf {
         self.data.join("relay.sqlite")
+    }
+
+    /// Where the relay's database is: `--database`, or the SQLite file under `--data`.
+    pub fn database_location(&self) -> crate::Result<crate::store::DatabaseLocation> {
+        crate::store::DatabaseLocation::new(self.database.as_deref(), &self.data)
     }
 }

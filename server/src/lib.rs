@@ -32,7 +32,7 @@ use crate::config::ServeConfig;
 use crate::connection::{ConnectionLimits, UserConnections};
 use crate::metrics::Metrics;
 use crate::relay::{Relay, RelayConfig};
-use crate::store::SqliteStore;
+use crate::store::Database;
 
 /// A relay bound to its address, ready to run.
 #[derive(Debug)]
@@ -44,11 +44,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the database under `config.data` and binds `config.listen`.
+    /// Opens the database (`config.database`, or the SQLite file under `config.data`) and binds
+    /// `config.listen`.
     pub async fn bind(config: &ServeConfig) -> Result<Self> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data)?;
-        let store = Arc::new(SqliteStore::open(&config.database_path())?);
+        let location = config.database_location()?;
+        // Opening is blocking (and the PostgreSQL client must not run inside an async task).
+        let store = blocking(move || Database::open(&location))
+            .await?
+            .into_relay_store();
         let listener = TcpListener::bind(config.listen).await?;
         let limits = Limits {
             max_frame_bytes: config.max_frame_bytes,
@@ -58,7 +62,7 @@ impl Server {
             limits,
             eviction: config.eviction(),
         };
-        let relay = Relay::start(store, relay_config, Arc::new(Metrics::new()))?;
+        let relay = Relay::start(store, relay_config, Arc::new(Metrics::new())).await?;
         let (shutdown, shutdown_watch) = watch::channel(false);
         let state = AppState {
             relay: relay.handle(),
@@ -116,7 +120,9 @@ impl Server {
 pub async fn serve(config: ServeConfig) -> Result<()> {
     let server = Server::bind(&config).await?;
     let address = server.local_addr()?;
-    tracing::info!(%address, data = %config.data.display(), "relay listening");
+    // The location shows no password.
+    let database = config.database_location()?;
+    tracing::info!(%address, %database, "relay listening");
     if config.allow_anonymous {
         tracing::warn!(
             "--allow-anonymous: connections without a token may read and write everything"
@@ -125,6 +131,17 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     // A line on stdout that scripts and tests wait for.
     println!("tandem-server listening on {address}");
     server.run(stop_signal()).await
+}
+
+/// Runs blocking work (storage) on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(Error::Io(std::io::Error::other(format!(
+            "storage task failed: {e}"
+        ))))
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.

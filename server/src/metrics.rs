@@ -15,6 +15,7 @@ pub struct Metrics {
     pub documents_in_memory: Gauge,
     pub evictions: Counter,
     pub peer_index_reads: Counter,
+    pub stored_elsewhere: Counter,
     pub messages_in: Counter,
     pub messages_out: Counter,
     pub bytes_in: Counter,
@@ -39,6 +40,7 @@ impl Metrics {
             documents_in_memory: Gauge::default(),
             evictions: Counter::default(),
             peer_index_reads: Counter::default(),
+            stored_elsewhere: Counter::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             bytes_in: Counter::default(),
@@ -73,6 +75,11 @@ impl Metrics {
             "peer_index_reads",
             "Reconnect digest indexes read from storage (the others were answered from memory)",
             metrics.peer_index_reads.clone(),
+        );
+        registry.register(
+            "stored_elsewhere",
+            "Commits of other relays sharing the database, as notified",
+            metrics.stored_elsewhere.clone(),
         );
         registry.register(
             "messages_in",

@@ -6,7 +6,7 @@
 //! reflects them until it hears `persisted`. The writer task commits persists in batches (group
 //! commit) and only then reports them, so "the relay answered" always means "it is on disk".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,11 +20,11 @@ use tandem_core::sync::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::access::RelayPolicy;
+use crate::access::{DocumentRecord, Kind, RelayPolicy};
 use crate::accounts::{Accounts, now_millis};
 use crate::auth::Identity;
 use crate::metrics::Metrics;
-use crate::store::{NewChanges, RelayStore, SyncStateRecord};
+use crate::store::{NewChanges, RelayStore, StoreEvent, SyncStateRecord, Watch};
 
 /// Most persists committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -54,7 +54,22 @@ pub(crate) enum Command {
     Loaded {
         document: DocumentId,
         stored: crate::Result<StoredDocument>,
+        /// What the document is, read with it when the relay did not know (another relay
+        /// stored it).
+        record: Option<DocumentRecord>,
     },
+    /// Another relay sharing the database committed something (or the watch reconnected).
+    Store(StoreEvent),
+    /// Bytes another relay committed for a document in memory, read back from storage (`None`:
+    /// nothing stored).
+    StoredChanges {
+        document: DocumentId,
+        bytes: crate::Result<Option<Vec<u8>>>,
+    },
+    /// Records of documents another relay stored.
+    Records(crate::Result<Vec<(DocumentId, DocumentRecord)>>),
+    /// Pairings' directories another relay changed, read from storage for their listings.
+    Listings(crate::Result<Vec<(DocumentId, automerge::Automerge)>>),
     Committed {
         tickets: Vec<PersistTicket>,
         ok: bool,
@@ -195,6 +210,8 @@ pub struct Relay {
     writer: JoinHandle<()>,
     poller: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// Changes other relays commit to a shared database (PostgreSQL); dropped at shutdown.
+    watch: Option<Watch>,
 }
 
 /// What a connection needs to talk to the hub.
@@ -213,12 +230,20 @@ impl std::fmt::Debug for dyn RelayStore {
 
 impl Relay {
     /// Starts the hub and the writer on the current tokio runtime.
-    pub fn start(
+    pub async fn start(
         store: Arc<dyn RelayStore>,
         config: RelayConfig,
         metrics: Arc<Metrics>,
     ) -> crate::Result<Self> {
-        let storage_id = store.storage_id()?;
+        let reading = store.clone();
+        let (storage_id, accounts, documents) = crate::blocking(move || {
+            Ok((
+                reading.storage_id()?,
+                reading.load_accounts()?,
+                reading.document_records()?,
+            ))
+        })
+        .await?;
         let engine_config = EngineConfig::new(format!("tandem-relay-{storage_id}"), Role::Relay)
             .with_storage_id(StorageId::new(storage_id))
             .with_limits(config.limits)
@@ -226,11 +251,19 @@ impl Relay {
             .with_snapshot_fetch(true)
             .with_peer_index_cache(config.eviction.peer_indexes);
         let policy = RelayPolicy::default();
+        let listing = store.clone();
+        let listings = crate::blocking(move || {
+            read_directory_listings(&*listing, &documents).map(|listed| (documents, listed))
+        })
+        .await?;
         let revision = {
             let mut state = policy.lock();
-            state.accounts = store.load_accounts()?;
-            state.documents = store.document_records()?.into_iter().collect();
-            load_directory_listings(&*store, &mut state);
+            state.accounts = accounts;
+            let (documents, directories) = listings;
+            state.documents = documents.into_iter().collect();
+            for (directory, doc) in directories {
+                state.note_listing(&directory, &doc);
+            }
             state.accounts.revision
         };
         let engine = SyncEngine::with_policy(engine_config, Box::new(policy.clone()));
@@ -254,7 +287,13 @@ impl Relay {
             commands.clone(),
             config.eviction.sweep_interval(),
         ));
+        let notify = commands.clone();
+        let watch = store.watch(Box::new(move |event| {
+            notify.blocking_send(Command::Store(event)).is_ok()
+        }))?;
         let hub = Hub {
+            loading: HashSet::new(),
+            reread: HashSet::new(),
             engine,
             policy,
             creating: HashMap::new(),
@@ -274,6 +313,7 @@ impl Relay {
             writer,
             poller,
             sweeper,
+            watch,
         })
     }
 
@@ -286,6 +326,7 @@ impl Relay {
         let _ = self.handle.commands.send(Command::Shutdown).await;
         self.poller.abort();
         self.sweeper.abort();
+        drop(self.watch);
         drop(self.handle);
         if let Err(e) = self.hub.await {
             tracing::error!("relay hub ended abnormally: {e}");
@@ -298,6 +339,10 @@ impl Relay {
 
 struct Hub {
     engine: SyncEngine,
+    /// Documents being read from storage.
+    loading: HashSet<DocumentId>,
+    /// Documents another relay changed while they were being read: read again once loaded.
+    reread: HashSet<DocumentId>,
     policy: RelayPolicy,
     /// Persists that create a document, committed with its record.
     creating: HashMap<PersistTicket, DocumentId>,
@@ -380,14 +425,79 @@ impl Hub {
                     self.engine.peer_index_failed(connection);
                 }
             },
-            Command::Loaded { document, stored } => match stored {
+            Command::Store(event) => self.stored_elsewhere(event),
+            Command::StoredChanges { document, bytes } => match bytes {
+                Ok(Some(bytes)) => self.merge_stored(document, &bytes),
+                Ok(None) => {}
+                Err(e) => {
+                    // Read again when the watch next reconnects; until then peers of this relay
+                    // do not see that change (they still see their own and this relay's).
+                    tracing::error!(%document, "reading another relay's changes failed: {e}");
+                }
+            },
+            Command::Records(records) => match records {
+                Ok(records) => {
+                    let mut directories = Vec::new();
+                    {
+                        let mut state = self.policy.lock();
+                        for (document, record) in records {
+                            // A record is fixed once made, except an untyped document's, which
+                            // its creator's first typed change classifies (perhaps through
+                            // another relay).
+                            let known = state.documents.entry(document).or_insert(record.clone());
+                            if known.kind == Kind::Other {
+                                *known = record;
+                            }
+                            if known.kind == Kind::Directory
+                                && known.pairing.is_some()
+                                && self.engine.document(&document).is_none()
+                            {
+                                directories.push((document, known.clone()));
+                            }
+                        }
+                    }
+                    self.read_listings(directories);
+                }
+                Err(e) => tracing::error!("reading document records failed: {e}"),
+            },
+            Command::Listings(listings) => match listings {
+                Ok(listings) => {
+                    let mut state = self.policy.lock();
+                    for (directory, doc) in listings {
+                        state.note_listing(&directory, &doc);
+                    }
+                }
+                Err(e) => tracing::error!("reading directory listings failed: {e}"),
+            },
+            Command::Loaded {
+                document,
+                stored,
+                record,
+            } => match stored {
                 Ok(stored) => {
+                    self.loading.remove(&document);
+                    if let Some(record) = record {
+                        self.policy
+                            .lock()
+                            .documents
+                            .entry(document)
+                            .or_insert(record);
+                    }
+                    if self.reread.remove(&document) {
+                        self.read_stored(document, None);
+                    }
                     if let Err(e) = self.engine.document_loaded(document, stored) {
                         tracing::error!(%document, "stored document cannot be loaded: {e}");
+                    }
+                    // A directory another relay stored or changed lists what it lists now.
+                    if let Some(doc) = self.engine.document(&document) {
+                        self.policy.lock().note_listing(&document, doc);
                     }
                 }
                 Err(e) => {
                     tracing::error!(%document, "loading the document failed: {e}");
+                    self.loading.remove(&document);
+                    self.reread.remove(&document);
                     self.engine.document_load_failed(document);
                 }
             },
@@ -622,19 +732,151 @@ impl Hub {
         });
     }
 
-    fn load(&self, document: DocumentId) {
+    fn load(&mut self, document: DocumentId) {
+        self.loading.insert(document);
+        // A document another relay stored is not in this relay's records yet.
+        let known = self.policy.lock().is_known(&document);
         let store = self.store.clone();
         let commands = self.commands.clone();
         tokio::spawn(async move {
-            let stored = tokio::task::spawn_blocking(move || read_document(&*store, document))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(crate::Error::Io(std::io::Error::other(format!(
-                        "load task failed: {e}"
-                    ))))
-                });
-            let _ = commands.send(Command::Loaded { document, stored }).await;
+            let read = crate::blocking(move || {
+                let record = if known {
+                    None
+                } else {
+                    store.document_record(document)?
+                };
+                Ok((read_document(&*store, document)?, record))
+            })
+            .await;
+            let (stored, record) = match read {
+                Ok((stored, record)) => (Ok(stored), record),
+                Err(e) => (Err(e), None),
+            };
+            let _ = commands
+                .send(Command::Loaded {
+                    document,
+                    stored,
+                    record,
+                })
+                .await;
         });
+    }
+
+    /// Another relay sharing the database committed a chunk (or the watch (re)connected, and
+    /// any commit since the last notification may have been missed).
+    fn stored_elsewhere(&mut self, event: StoreEvent) {
+        match event {
+            StoreEvent::Committed { document, seq } => {
+                self.metrics.stored_elsewhere.inc();
+                self.engine.changed_in_storage(document);
+                let record = self.policy.lock().documents.get(&document).cloned();
+                match record {
+                    // Unknown, or untyped (maybe typed now): read, and its listing if it is a
+                    // directory not in memory.
+                    None => self.read_records(Some(document)),
+                    Some(record) if record.kind == Kind::Other => {
+                        self.read_records(Some(document));
+                    }
+                    // A directory in memory is listed again when the change is merged.
+                    Some(record)
+                        if record.kind == Kind::Directory
+                            && record.pairing.is_some()
+                            && self.engine.document(&document).is_none() =>
+                    {
+                        self.read_listings(vec![(document, record)]);
+                    }
+                    Some(_) => {}
+                }
+                if self.engine.document(&document).is_some() {
+                    self.read_stored(document, Some(seq));
+                } else if self.loading.contains(&document) {
+                    self.reread.insert(document);
+                }
+            }
+            StoreEvent::Listening => {
+                let hot: Vec<DocumentId> = self.engine.hot_documents().collect();
+                for document in hot {
+                    self.engine.changed_in_storage(document);
+                    if self.engine.document(&document).is_some() {
+                        self.read_stored(document, None);
+                    } else if self.loading.contains(&document) {
+                        self.reread.insert(document);
+                    }
+                }
+                self.read_records(None);
+            }
+        }
+    }
+
+    /// Reads one chunk another relay committed (`seq`), or the whole stored document (`None`, or
+    /// when that chunk was folded into a snapshot meanwhile), for [`Hub::merge_stored`].
+    fn read_stored(&self, document: DocumentId, seq: Option<i64>) {
+        let store = self.store.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let bytes = crate::blocking(move || {
+                if let Some(seq) = seq
+                    && let Some(bytes) = store.load_chunk(document, seq)?
+                {
+                    return Ok(Some(bytes));
+                }
+                Ok(store
+                    .load_document(document)?
+                    .map(|chunks| chunks.into_iter().flat_map(|chunk| chunk.bytes).collect()))
+            })
+            .await;
+            let _ = commands
+                .send(Command::StoredChanges { document, bytes })
+                .await;
+        });
+    }
+
+    /// Reads pairings' directories (not in memory) another relay changed, for their listings.
+    fn read_listings(&self, directories: Vec<(DocumentId, DocumentRecord)>) {
+        if directories.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let listings =
+                crate::blocking(move || read_directory_listings(&*store, &directories)).await;
+            let _ = commands.send(Command::Listings(listings)).await;
+        });
+    }
+
+    /// Reads the records of documents another relay stored: one, or all of them.
+    fn read_records(&self, document: Option<DocumentId>) {
+        let store = self.store.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let records = crate::blocking(move || match document {
+                Some(document) => Ok(store
+                    .document_record(document)?
+                    .map(|record| (document, record))
+                    .into_iter()
+                    .collect()),
+                None => store.document_records(),
+            })
+            .await;
+            let _ = commands.send(Command::Records(records)).await;
+        });
+    }
+
+    /// Merges what another relay committed into the document in memory; the engine syncs it to
+    /// this relay's peers without persisting it again (it is stored already).
+    fn merge_stored(&mut self, document: DocumentId, bytes: &[u8]) {
+        if self.engine.document(&document).is_none() {
+            return;
+        }
+        if let Err(e) = self.engine.apply_stored_changes(document, bytes) {
+            tracing::error!(%document, "merging another relay's changes failed: {e}");
+            return;
+        }
+        let mut state = self.policy.lock();
+        if let Some(doc) = self.engine.document(&document) {
+            state.note_listing(&document, doc);
+        }
     }
 }
 
@@ -672,32 +914,33 @@ async fn poll_accounts(store: Arc<dyn RelayStore>, hub: mpsc::Sender<Command>, r
     }
 }
 
-/// Which pairing's directory lists which document, from the stored directories: what a session
-/// log or notes document reaching the relay later is checked against. An unreadable directory
-/// is skipped (logged): its entries are then checked only against their own content.
-fn load_directory_listings(store: &dyn RelayStore, state: &mut crate::access::AccessState) {
-    let directories: Vec<DocumentId> = state
-        .documents
+/// The stored directories of pairings, read for which pairing's directory lists which document:
+/// what a session log or notes document reaching the relay later is checked against. An
+/// unreadable directory is skipped (logged): its entries are then checked only against their own
+/// content.
+fn read_directory_listings(
+    store: &dyn RelayStore,
+    documents: &[(DocumentId, DocumentRecord)],
+) -> crate::Result<Vec<(DocumentId, automerge::Automerge)>> {
+    let mut directories = Vec::new();
+    for (directory, _) in documents
         .iter()
-        .filter(|(_, record)| {
-            record.kind == crate::access::Kind::Directory && record.pairing.is_some()
-        })
-        .map(|(id, _)| *id)
-        .collect();
-    for directory in directories {
-        let loaded = read_document(store, directory).ok().and_then(|stored| {
+        .filter(|(_, record)| record.kind == Kind::Directory && record.pairing.is_some())
+    {
+        let loaded = read_document(store, *directory).ok().and_then(|stored| {
             let bytes = stored.bytes?;
             catch_unwind(|| automerge::Automerge::load(&bytes))
                 .ok()?
                 .ok()
         });
         match loaded {
-            Some(doc) => state.note_listing(&directory, &doc),
+            Some(doc) => directories.push((*directory, doc)),
             None => {
                 tracing::warn!(%directory, "a stored directory could not be read for its listing")
             }
         }
     }
+    Ok(directories)
 }
 
 /// Tells the hub to sweep cold documents every `interval`.

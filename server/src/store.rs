@@ -1,12 +1,18 @@
-//! The relay's storage seam: one small trait, implemented over SQLite (the embedded default).
+//! The relay's storage seam: one small trait, implemented over SQLite (the embedded default) and
+//! PostgreSQL (several relay processes sharing one database).
 //!
 //! The relay writes through [`RelayStore::append_changes`] in batches: every change a sync message
 //! brought is committed in one transaction before anything that reflects it is sent, and changes
 //! arriving from many peers at once share that transaction (group commit).
 
+mod database;
+mod postgresql;
+pub mod sql;
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use self::database::{Database, DatabaseLocation};
+pub use self::postgresql::PostgresStore;
+pub use self::sqlite::SqliteStore;
 
 use automerge::ChangeHash;
 use tandem_core::DocumentId;
@@ -61,6 +67,36 @@ pub struct SyncStateRecord {
     pub state: Vec<u8>,
 }
 
+/// What another relay process sharing the database did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A chunk of `document` was committed.
+    Committed { document: DocumentId, seq: i64 },
+    /// The watch is (again) listening; what was committed before may not have been told.
+    Listening,
+}
+
+/// Where a watch delivers [`StoreEvent`]s; `false` stops the watch.
+pub type EventSink = Box<dyn Fn(StoreEvent) -> bool + Send>;
+
+/// A running watch of the database; dropping it stops the watch (within about a second).
+#[derive(Debug)]
+pub struct Watch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watch {
+    fn new(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self { stop }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// What the relay needs from its database. Calls block; the relay runs them off the async runtime.
 pub trait RelayStore: Send + Sync + 'static {
     /// Every chunk of a document in commit order, or `None` if the relay has never seen it.
@@ -69,9 +105,31 @@ pub trait RelayStore: Send + Sync + 'static {
     /// Commits all of `batch` in one transaction; returns only after the commit.
     fn append_changes(&self, batch: &[NewChanges]) -> Result<()>;
 
-    /// Replaces the chunks up to and including `folded_up_to` by one snapshot, in one transaction.
-    /// Chunks appended after the snapshot was taken are kept.
-    fn compact(&self, document: DocumentId, snapshot: &[u8], folded_up_to: i64) -> Result<()>;
+    /// Replaces exactly the chunks `folded` (the `seq`s of the chunks the snapshot was made from:
+    /// those this relay loaded, appended or merged) by one snapshot, in one transaction, at the
+    /// highest of those `seq`s. Chunks appended after the snapshot was taken are kept.
+    ///
+    /// Refused (`false`, nothing changed) when a stored chunk that is not in `folded` sorts below
+    /// that `seq` (another relay's change this snapshot does not hold: folding would move it
+    /// before a snapshot it may depend on), or a chunk of `folded` is gone (another relay folded
+    /// it). The caller merges what it lacks and compacts again later; no change is ever deleted
+    /// that the snapshot does not hold.
+    fn compact(&self, document: DocumentId, snapshot: &[u8], folded: &[i64]) -> Result<bool>;
+
+    /// The bytes of one chunk, if it is still stored (a compaction may have folded it).
+    fn load_chunk(&self, document: DocumentId, seq: i64) -> Result<Option<Vec<u8>>>;
+
+    /// What one stored document is, if it is stored.
+    fn document_record(&self, document: DocumentId) -> Result<Option<DocumentRecord>>;
+
+    /// Starts telling `sink` about changes other relay processes commit to this database (and
+    /// every time the watch (re)connects, since changes may have been missed while it was not).
+    /// `None` for a database no other relay writes to (SQLite). Watching stops when the returned
+    /// [`Watch`] is dropped or `sink` answers `false`.
+    fn watch(&self, sink: EventSink) -> Result<Option<Watch>> {
+        let _ = sink;
+        Ok(None)
+    }
 
     /// Every sync state saved for a document, as (peer storage id, state).
     fn load_sync_states(&self, document: DocumentId) -> Result<Vec<(String, Vec<u8>)>>;
@@ -99,4 +157,22 @@ pub trait RelayStore: Send + Sync + 'static {
 
     /// What every stored document is.
     fn document_records(&self) -> Result<Vec<(DocumentId, DocumentRecord)>>;
+}
+
+pub(crate) fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+pub(crate) fn decode_heads(bytes: &[u8]) -> Option<Vec<ChangeHash>> {
+    if !bytes.len().is_multiple_of(32) {
+        return None;
+    }
+    bytes
+        .chunks_exact(32)
+        .map(|c| ChangeHash::try_from(c).ok())
+        .collect()
+}
+
+pub(crate) fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }

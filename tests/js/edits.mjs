@@ -1,6 +1,8 @@
 // A stream of acknowledged edits, for crash tests: runs until it is killed.
 //
-//   node edits.mjs ws://127.0.0.1:PORT
+//   node edits.mjs ws://127.0.0.1:PORT [ws://127.0.0.1:OTHER_PORT]
+//
+// With a second URL, B connects to that relay instead (two relays sharing one database).
 //
 // Client A creates {edits: []} and prints {"url": ...}. Client B finds it through the relay. Then A
 // appends 1, 2, 3, … to `edits`, never more than WINDOW ahead of what B has seen, and B prints
@@ -14,8 +16,9 @@ const WINDOW = 4;
 const MAX = 5000;
 
 const url = process.argv[2];
+const urlB = process.argv[3] ?? url;
 const a = new Repo({ network: [new WebSocketClientAdapter(url)] });
-const b = new Repo({ network: [new WebSocketClientAdapter(url)] });
+const b = new Repo({ network: [new WebSocketClientAdapter(urlB)] });
 
 const handleA = a.create({ edits: [] });
 console.log(JSON.stringify({ url: handleA.url }));

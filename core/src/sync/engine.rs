@@ -22,6 +22,7 @@ use crate::ids::DocumentId;
 
 mod fetch;
 mod phantom;
+mod stored;
 
 /// What the driver read from storage for one document.
 #[derive(Clone, Debug, Default)]

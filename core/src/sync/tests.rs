@@ -1238,3 +1238,7 @@ mod fetch;
 // ---- the relay's cached peer indexes ----------------------------------------------------------
 
 mod peer_index;
+
+// ---- changes other relay processes stored -----------------------------------------------------
+
+mod stored;

@@ -8,7 +8,10 @@ use automerge::ChangeHash;
 use rusqlite::{Connection, OptionalExtension, params};
 use tandem_core::DocumentId;
 
-use super::{NewChanges, RelayStore, StoredChunk, SyncStateRecord};
+use super::sql::{Sql, SqliteSql};
+use super::{
+    NewChanges, RelayStore, StoredChunk, SyncStateRecord, decode_heads, encode_heads, now_millis,
+};
 use crate::access::{DocumentRecord, Kind};
 use crate::accounts::{self, Accounts, Grant};
 use crate::error::{Error, Result};
@@ -48,9 +51,19 @@ impl SqliteStore {
         })
     }
 
-    /// The connection, for the account administration functions (`crate::accounts`).
+    /// The connection, for tests that look at the file's tables directly.
     pub fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn()
+    }
+
+    /// Runs `f` in one transaction: committed if it succeeds, rolled back if it fails. How the
+    /// account functions of [`crate::accounts`] reach this database.
+    pub fn transaction<T>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let value = f(&mut SqliteSql(&tx))?;
+        tx.commit()?;
+        Ok(value)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -75,24 +88,6 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.commit()?;
     }
     Ok(())
-}
-
-fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
-    heads.iter().flat_map(|h| h.0).collect()
-}
-
-fn decode_heads(bytes: &[u8]) -> Option<Vec<ChangeHash>> {
-    if !bytes.len().is_multiple_of(32) {
-        return None;
-    }
-    bytes
-        .chunks_exact(32)
-        .map(|c| ChangeHash::try_from(c).ok())
-        .collect()
-}
-
-fn now_millis() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl RelayStore for SqliteStore {
@@ -235,23 +230,71 @@ impl RelayStore for SqliteStore {
         Ok(index)
     }
 
-    fn compact(&self, document: DocumentId, snapshot: &[u8], folded_up_to: i64) -> Result<()> {
+    fn compact(&self, document: DocumentId, snapshot: &[u8], folded: &[i64]) -> Result<bool> {
+        let Some(&at) = folded.iter().max() else {
+            return Ok(false);
+        };
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // Immediate: the check below and the rewrite hold the write lock together, so no chunk
+        // can be appended in between (by another process sharing the file).
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let id = &document.as_bytes()[..];
-        tx.execute(
-            "DELETE FROM chunks WHERE document = ?1 AND seq <= ?2",
-            params![id, folded_up_to],
-        )?;
+        let stored: std::collections::BTreeSet<i64> = tx
+            .prepare("SELECT seq FROM chunks WHERE document = ?1 AND seq <= ?2")?
+            .query_map(params![id, at], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if stored != folded.iter().copied().collect() {
+            return Ok(false);
+        }
+        {
+            let mut delete = tx.prepare("DELETE FROM chunks WHERE document = ?1 AND seq = ?2")?;
+            for seq in folded {
+                delete.execute(params![id, seq])?;
+            }
+        }
         // The snapshot takes the place of the chunks it folds, so it must sort before any chunk
-        // appended after it was taken: reuse the highest folded sequence number.
+        // appended after it was taken: it reuses the highest folded sequence number.
         tx.execute(
             "INSERT INTO chunks (seq, document, is_snapshot, bytes, created_at)
              VALUES (?1, ?2, 1, ?3, ?4)",
-            params![folded_up_to, id, snapshot, now_millis()],
+            params![at, id, snapshot, now_millis()],
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
+    }
+
+    fn load_chunk(&self, document: DocumentId, seq: i64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT bytes FROM chunks WHERE document = ?1 AND seq = ?2",
+                params![&document.as_bytes()[..], seq],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn document_record(&self, document: DocumentId) -> Result<Option<DocumentRecord>> {
+        let conn = self.conn();
+        let record = conn
+            .query_row(
+                "SELECT kind, program, coach, mentee, creator, pairing FROM documents
+                 WHERE id = ?1",
+                [&document.as_bytes()[..]],
+                |row| {
+                    let kind: String = row.get(0)?;
+                    Ok(DocumentRecord {
+                        kind: Kind::parse(&kind),
+                        program: row.get(1)?,
+                        coach: row.get(2)?,
+                        mentee: row.get(3)?,
+                        creator: row.get(4)?,
+                        pairing: row.get(5)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(record)
     }
 
     fn load_sync_states(&self, document: DocumentId) -> Result<Vec<(String, Vec<u8>)>> {
@@ -309,15 +352,15 @@ impl RelayStore for SqliteStore {
     }
 
     fn authenticate(&self, token: &str, now: i64) -> Result<Option<Grant>> {
-        accounts::authenticate(&self.conn(), token, now)
+        accounts::authenticate(&mut SqliteSql(&self.conn()), token, now)
     }
 
     fn revision(&self) -> Result<i64> {
-        accounts::revision(&self.conn())
+        accounts::revision(&mut SqliteSql(&self.conn()))
     }
 
     fn load_accounts(&self) -> Result<Accounts> {
-        accounts::load(&mut self.conn())
+        self.transaction(accounts::load)
     }
 
     fn document_records(&self) -> Result<Vec<(DocumentId, DocumentRecord)>> {
@@ -385,15 +428,15 @@ mod tests {
         store
             .append_changes(&[changes(doc, b"1"), changes(doc, b"2")])
             .unwrap();
-        let folded = store
+        let folded: Vec<i64> = store
             .load_document(doc)
             .unwrap()
             .unwrap()
-            .last()
-            .unwrap()
-            .seq;
+            .iter()
+            .map(|chunk| chunk.seq)
+            .collect();
         store.append_changes(&[changes(doc, b"3")]).unwrap();
-        store.compact(doc, b"snapshot(1,2)", folded).unwrap();
+        assert!(store.compact(doc, b"snapshot(1,2)", &folded).unwrap());
         let chunks = store.load_document(doc).unwrap().unwrap();
         let bytes: Vec<_> = chunks.iter().map(|chunk| chunk.bytes.clone()).collect();
         assert_eq!(bytes, vec![b"snapshot(1,2)".to_vec(), b"3".to_vec()]);

@@ -88,7 +88,7 @@ impl World {
     }
 }
 
-async fn connect(relay: &RelayProcess, token: &str, peer: &str) -> RawClient {
+pub(crate) async fn connect(relay: &RelayProcess, token: &str, peer: &str) -> RawClient {
     RawClient::join_with(&relay.url(), peer, token)
         .await
         .unwrap_or_else(|status| panic!("{peer} refused with {status}"))
@@ -96,7 +96,7 @@ async fn connect(relay: &RelayProcess, token: &str, peer: &str) -> RawClient {
 }
 
 /// A Tandem-shaped document: `type` and the given root strings, in one change.
-fn typed(kind: &str, fields: &[(&str, &str)]) -> Automerge {
+pub(crate) fn typed(kind: &str, fields: &[(&str, &str)]) -> Automerge {
     let mut doc = Automerge::new();
     doc.transact::<_, _, automerge::AutomergeError>(|tx| {
         tx.put(automerge::ROOT, "type", kind)?;
@@ -111,7 +111,10 @@ fn typed(kind: &str, fields: &[(&str, &str)]) -> Automerge {
 
 /// Asks for a document and syncs until holding what the relay has; the `doc-unavailable` frame
 /// if the relay says it has nothing.
-async fn fetch(client: &mut RawClient, document: &str) -> Result<(Automerge, sync::State), Value> {
+pub(crate) async fn fetch(
+    client: &mut RawClient,
+    document: &str,
+) -> Result<(Automerge, sync::State), Value> {
     let mut doc = Automerge::new();
     let mut state = sync::State::new();
     let first = doc.generate_sync_message(&mut state).unwrap();
@@ -178,7 +181,11 @@ fn plan_of(mentee: &str, actor: ActorId) -> Automerge {
 
 /// Offers a document with changes by `sync`: `Ok` once the relay holds them, the
 /// `doc-unavailable` frame if it refuses.
-async fn create(client: &mut RawClient, document: &str, doc: &mut Automerge) -> Result<(), Value> {
+pub(crate) async fn create(
+    client: &mut RawClient,
+    document: &str,
+    doc: &mut Automerge,
+) -> Result<(), Value> {
     let mut state = sync::State::new();
     loop {
         if let Some(message) = doc.generate_sync_message(&mut state) {
@@ -209,7 +216,7 @@ async fn create(client: &mut RawClient, document: &str, doc: &mut Automerge) -> 
 
 /// The reply to a request for a document, with its id replaced by `as_id`, so a denial can be
 /// compared byte for byte with the answer about an absent document.
-fn normalized(reply: &Value, as_id: &str) -> Vec<u8> {
+pub(crate) fn normalized(reply: &Value, as_id: &str) -> Vec<u8> {
     let Value::Map(entries) = reply else {
         panic!("not a map: {reply:?}")
     };
@@ -1014,7 +1021,7 @@ fn a_fast_sender_is_slowed_down_not_cut_off() {
 }
 
 /// A directory of the pairing carl–ana listing `listed` (document id, kind).
-fn directory_listing(listed: &[(&str, &str)]) -> Automerge {
+pub(crate) fn directory_listing(listed: &[(&str, &str)]) -> Automerge {
     let mut doc = typed(
         "directory",
         &[("program", "north"), ("coach", "carl"), ("mentee", "ana")],

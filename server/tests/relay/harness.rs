@@ -190,6 +190,7 @@ pub fn config(data: &Path) -> ServeConfig {
     ServeConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data: data.to_owned(),
+        database: None,
         max_frame_bytes: 16 * 1024 * 1024,
         idle_timeout_secs: 300,
         send_queue_bytes: 8 * 1024 * 1024,

@@ -11,6 +11,8 @@
 //!   uncommitted or still synced is dropped.
 //! - [`process`]: SIGTERM, restarts, SIGKILL during a stream of edits, the idle timeout.
 //! - [`js`]: two official JS clients syncing through the relay, and asking for a missing document.
+//! - [`postgres`]: the store contract on SQLite and PostgreSQL, compaction with two writers, two
+//!   relay processes sharing one PostgreSQL database (live changes, SIGKILL, revocation).
 #![allow(clippy::unwrap_used)]
 
 mod access;
@@ -19,6 +21,7 @@ mod eviction;
 mod harness;
 mod http;
 mod js;
+mod postgres;
 mod process;
 mod protocol;
 
