@@ -94,6 +94,7 @@ mod fetch;
 mod message;
 mod peer;
 mod peer_index;
+mod sketch;
 
 pub use access::{Access, AccessPolicy, AllowAll};
 pub use config::{DEFAULT_PEER_INDEX_CACHE, EngineConfig, Limits, Role};
