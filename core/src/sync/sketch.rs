@@ -308,7 +308,11 @@ mod tests {
         let ours = vec![(changed, 1), pairs.next()];
         let theirs = vec![(changed, 2), pairs.next(), pairs.next()];
         let cells = cells_for(ours.len() + theirs.len());
-        for (o, t) in [(&ours[..], &[][..]), (&[][..], &theirs[..]), (&ours, &theirs)] {
+        for (o, t) in [
+            (&ours[..], &[][..]),
+            (&[][..], &theirs[..]),
+            (&ours, &theirs),
+        ] {
             let difference = reconcile(7, cells, &shared, o, t).unwrap();
             assert_eq!(sorted(difference.ours), sorted(o.to_vec()));
             assert_eq!(sorted(difference.theirs), sorted(t.to_vec()));
@@ -379,7 +383,13 @@ mod tests {
         // Garbage of the right size peels to an error, never a panic or a loop: every cell
         // claims one pair, none of them consistent.
         let garbage: Vec<u8> = (0..100 * CELL_BYTES)
-            .map(|i| if i % CELL_BYTES == 0 { 1 } else { (i * 7) as u8 })
+            .map(|i| {
+                if i % CELL_BYTES == 0 {
+                    1
+                } else {
+                    (i * 7) as u8
+                }
+            })
             .collect();
         let table = Sketch::decode(3, &garbage).unwrap();
         assert!(table.peel().is_err());
