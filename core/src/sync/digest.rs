@@ -247,6 +247,20 @@ pub(crate) fn reconcile(
     )
 }
 
+/// How a device's reconnect digests ended, counted over the engine's life: what a driver or a
+/// test reads to tell which exchange a reconnect took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DigestOutcomes {
+    /// The relay answered `match`: nothing differed.
+    pub matched: u64,
+    /// A sketch decoded: the differing documents were known after one round trip.
+    pub decoded: u64,
+    /// A sketch did not decode; the buckets followed.
+    pub undecodable: u64,
+    /// The relay answered with buckets (after an undecodable sketch too).
+    pub bucketed: u64,
+}
+
 /// A document as the device held it when it sent its digest.
 #[derive(Clone, Debug)]
 pub(crate) struct Held {

@@ -8,7 +8,7 @@ use automerge::PatchAction;
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, Prop, ReadDoc};
 
-use super::digest::{self, DigestState, Held, HeldIndex};
+use super::digest::{self, DigestOutcomes, DigestState, Held, HeldIndex};
 use super::document::{HotDocument, PeerSession, PeerStatus, Queued};
 use super::fetch::{Fetching, Serving, SnapshotPersist};
 use super::message::{DigestStep, Message, PROTOCOL_VERSION};
@@ -69,6 +69,8 @@ pub struct SyncEngine {
     peer_indexes: PeerIndexCache,
     /// Relay: sketches answered so far, one input of each sketch's seed.
     sketches: u64,
+    /// Device: how its reconnect digests ended.
+    digest_outcomes: DigestOutcomes,
     /// Makes the next received sync message panic inside automerge's place, so tests can reach
     /// the recovery path without a real automerge bug.
     #[cfg(test)]
@@ -98,6 +100,7 @@ impl SyncEngine {
         Self {
             peer_indexes: PeerIndexCache::new(config.peer_index_cache),
             sketches: 0,
+            digest_outcomes: DigestOutcomes::default(),
             config,
             policy,
             connections: BTreeMap::new(),
@@ -556,10 +559,12 @@ impl SyncEngine {
                 let total = u128::from_be_bytes(total);
                 let Some(differing) = digest::reconcile(&held, &theirs, count, total) else {
                     // Rare (see `sync::sketch`): the bucket exchange follows, one round trip more.
+                    self.digest_outcomes.undecodable += 1;
                     self.digests.insert(connection, DigestState::Offered(held));
                     self.send_digest(connection, DigestStep::Undecodable);
                     return;
                 };
+                self.digest_outcomes.decoded += 1;
                 let ids: Vec<u8> = differing.iter().flat_map(|d| *d.as_bytes()).collect();
                 let mut agreed = HashMap::new();
                 let mut to_sync = Vec::new();
@@ -589,6 +594,7 @@ impl SyncEngine {
                 let Some(DigestState::Offered(held)) = self.digests.remove(&connection) else {
                     return;
                 };
+                self.digest_outcomes.matched += 1;
                 let agreed = held.into_iter().map(|(d, h)| (d, h.heads)).collect();
                 self.digests.insert(connection, DigestState::Agreed(agreed));
             }
@@ -599,6 +605,7 @@ impl SyncEngine {
                 let Some(theirs) = digest::decode_buckets(&bytes) else {
                     return self.fail(connection, "malformed digest buckets");
                 };
+                self.digest_outcomes.bucketed += 1;
                 let entries = digest::differing_entries(&held, &theirs);
                 self.digests
                     .insert(connection, DigestState::Narrowing(held));
@@ -962,6 +969,11 @@ impl SyncEngine {
     /// How many peers' digest indexes are held in memory.
     pub fn cached_peer_indexes(&self) -> usize {
         self.peer_indexes.len()
+    }
+
+    /// Device: how its reconnect digests ended so far.
+    pub fn digest_outcomes(&self) -> DigestOutcomes {
+        self.digest_outcomes
     }
 
     /// Relay: connections found holding the document at heads it has since moved from get a
