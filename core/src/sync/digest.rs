@@ -220,8 +220,12 @@ pub(crate) fn reconcile(
     // but all of it together must make up the difference of the totals (their top 64 bits: the
     // pairs carry 8-byte hashes) and of the counts.
     let mut xor = 0u64;
+    let mut seen = HashSet::new();
     for (document, hash) in &difference.ours {
-        if ours.get(document).map(|held| short(held.hash)) != Some(*hash) {
+        // Each of ours at most once (peeling cannot yield a pair twice, as a cell's XORs cancel
+        // at even counts; checked all the same, as the count check below relies on it).
+        if ours.get(document).map(|held| short(held.hash)) != Some(*hash) || !seen.insert(document)
+        {
             return None;
         }
         xor ^= hash;
@@ -233,7 +237,7 @@ pub(crate) fn reconcile(
     if xor != short(our_total ^ total) {
         return None;
     }
-    let their_count = ours.len() as u64 - difference.ours.len() as u64;
+    let their_count = (ours.len() - difference.ours.len()) as u64;
     if their_count.checked_add(difference.theirs.len() as u64) != Some(count) {
         return None;
     }

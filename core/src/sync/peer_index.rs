@@ -20,7 +20,10 @@
 //! that finished the digest exchange closed (`moved`): the relay's share of what a reconnect
 //! will find different, which sizes the sketch it answers with (`sync::sketch`). An index read
 //! from storage since cannot tell (`None`), and neither can one past [`MAX_MOVED`] documents;
-//! the relay then answers with its bucket digests. A wrong count costs bytes or, when too low, a
+//! the relay then answers with its bucket digests. Only a connection whose exchange finished
+//! (`match`, `decoded`, or `differ` sent) settles the count when it closes: one that dropped
+//! mid-exchange, or a device that held nothing when it connected (it offers nothing, and fetches
+//! what it follows), leaves it as it was. A wrong count costs bytes or, when too low, a
 //! sketch that does not decode and the bucket exchange after it; never a missed document.
 //!
 //! An index read from storage races with commits confirmed while it was read. Each read in
