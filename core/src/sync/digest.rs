@@ -427,6 +427,51 @@ mod tests {
         assert_eq!(reconcile(&ours, &sketch(4), 40, their_total), None);
     }
 
+    proptest::proptest! {
+        /// Whatever differs, and whatever the table's size, the device either learns exactly the
+        /// documents that differ or learns that it must fall back: never a wrong set.
+        #[test]
+        fn a_sketch_yields_exactly_the_differing_documents_or_nothing(
+            shared in 0u8..120,
+            changed in proptest::collection::btree_set(0u8..120, 0..40),
+            ours_only in proptest::collection::btree_set(120u8..180, 0..20),
+            theirs_only in proptest::collection::btree_set(180u8..240, 0..20),
+            cells in 4usize..200,
+            seed: u64,
+        ) {
+            let held = |i: u8, version: u8| {
+                let doc = DocumentId::from_bytes([i; 16]);
+                let heads = vec![ChangeHash([version; 32])];
+                let hash = entry_hash(&doc, &heads);
+                (doc, Held { heads, hash })
+            };
+            let changed: BTreeSet<u8> = changed.into_iter().filter(|i| *i < shared).collect();
+            let ours: BTreeMap<DocumentId, Held> = (0..shared)
+                .map(|i| held(i, if changed.contains(&i) { 2 } else { 1 }))
+                .chain(ours_only.iter().map(|i| held(*i, 1)))
+                .collect();
+            let theirs: BTreeMap<DocumentId, Held> = (0..shared)
+                .map(|i| held(i, 1))
+                .chain(theirs_only.iter().map(|i| held(*i, 1)))
+                .collect();
+            let mut table = Sketch::new(seed, cells);
+            for (doc, h) in &theirs {
+                table.insert(doc, short(h.hash));
+            }
+            let their_total = total(theirs.values().map(|h| &h.hash));
+            let expected: BTreeSet<DocumentId> = changed
+                .iter()
+                .chain(&ours_only)
+                .chain(&theirs_only)
+                .map(|i| DocumentId::from_bytes([*i; 16]))
+                .collect();
+            let table = Sketch::decode(seed, &table.encode()).unwrap();
+            if let Some(found) = reconcile(&ours, &table, theirs.len() as u64, their_total) {
+                proptest::prop_assert_eq!(found, expected);
+            }
+        }
+    }
+
     #[test]
     fn the_held_index_keeps_its_total_equal_to_a_full_recomputation() {
         let docs: Vec<DocumentId> = (0..50u8).map(|i| DocumentId::from_bytes([i; 16])).collect();
