@@ -8,7 +8,10 @@
 
 use super::super::DigestStep;
 use super::super::harness::Harness;
-use super::{any_doc_frames, closed, device, digest_relay, digest_steps, get, put};
+use super::{
+    Revocable, any_doc_frames, closed, device, digest_relay, digest_steps, get, put,
+    unavailable_sent,
+};
 use crate::ids::DocumentId;
 use crate::sync::{ConnectionId, EngineConfig, Message, SyncEngine};
 
@@ -390,6 +393,43 @@ fn a_relay_that_read_the_index_from_storage_answers_with_buckets_then_with_sketc
             ..
         }]
     ));
+}
+
+#[test]
+fn a_sketch_covers_only_documents_the_peer_may_read() {
+    let revoked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut h = Harness::default();
+    let docs: Vec<DocumentId> = (0..60).map(|_| DocumentId::random()).collect();
+    let secret = docs[3];
+    let r = h.add_with_policy(
+        digest_relay(),
+        Box::new(Revocable {
+            secret,
+            revoked: revoked.clone(),
+        }),
+    );
+    let a = h.add(device("a"));
+    for doc in &docs {
+        h.engine(a)
+            .create_document(*doc, |d| put(d, "k", "1"))
+            .unwrap();
+    }
+    let (on_a, _) = h.connect(a, r);
+    h.run_until_quiet();
+    h.drop_link(a, on_a);
+    h.run_until_quiet();
+    revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // Nothing changed, but `a` may no longer read `secret`: the relay's table leaves it out, so
+    // it is the one differing document, and syncing it is answered as for an absent one.
+    let reconnect = reconnect(&mut h, a, r, &docs);
+    let [DigestStep::Sketch { count, .. }] = reconnect.relay_steps.as_slice() else {
+        panic!("not one sketch: {:?}", reconnect.relay_steps);
+    };
+    assert_eq!(*count, 59);
+    assert_eq!(decoded(&reconnect.device_steps), vec![secret]);
+    assert!(unavailable_sent(&h, r, secret));
+    assert_eq!(reconnect.synced, vec![secret]);
 }
 
 /// `a` reconnects with a change; the network runs until the relay has answered the offer (its
