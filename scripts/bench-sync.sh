@@ -12,7 +12,8 @@
 # TANDEM_BENCH_FANOUT_DOCS (1000, two devices each), TANDEM_BENCH_FANOUT_ROUNDS (5),
 # TANDEM_BENCH_IDLE_CONNECTIONS (2000), TANDEM_BENCH_HOT_DOCS (1000), TANDEM_BENCH_INGEST_WRITERS
 # (500), TANDEM_BENCH_INGEST_SECS (10), TANDEM_BENCH_INGEST_RATE (50 changes/s per writer, workload
-# 7); TANDEM_BENCH_WORKLOADS (1,2,3,4,5,6,7) picks workloads.
+# 7); TANDEM_BENCH_WORKLOADS (1,2,3,4,5,6,7) picks workloads; TANDEM_BENCH_SKETCH=0 makes the bench
+# devices Tandem peers from before the reconnect digest's sketch (the bucket exchange, a baseline).
 # Needs node and scripts/setup.sh's tests/js/node_modules.
 set -euo pipefail
 # 2,000 client sockets in the bench process and as many in the server it starts (which inherits

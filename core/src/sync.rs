@@ -94,10 +94,12 @@ mod fetch;
 mod message;
 mod peer;
 mod peer_index;
+mod sketch;
 
 pub use access::{Access, AccessPolicy, AllowAll};
 pub use config::{DEFAULT_PEER_INDEX_CACHE, EngineConfig, Limits, Role};
 pub use connection::{ConnectionId, Direction};
+pub use digest::DigestOutcomes;
 pub use effect::{ChangedPaths, Effect, PersistTicket};
 pub use engine::{StoredDocument, SyncEngine};
 pub use fetch::FetchProgress;

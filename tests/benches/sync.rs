@@ -335,6 +335,8 @@ struct Traffic {
     /// that arrive together are handled together, so a flight answers everything that came in.
     flights: AtomicU64,
     heard: AtomicBool,
+    /// Bytes of the reconnect digest's messages (`tandem-digest`), both ways.
+    digest_bytes: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -346,7 +348,12 @@ struct TrafficFigures {
 }
 
 impl Traffic {
-    fn record(&self, epoch: Instant, bytes: usize, sent: bool) {
+    fn record(&self, epoch: Instant, frame: &[u8], sent: bool) {
+        let bytes = frame.len();
+        // The message type is a CBOR text in the frame; no need to decode every frame.
+        if frame.windows(13).any(|w| w == b"tandem-digest") {
+            self.digest_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
         let (b, m) = if sent {
             (&self.sent_bytes, &self.sent_messages)
         } else {
@@ -448,8 +455,12 @@ impl Ingest {
 
 impl Device {
     fn new(name: &str) -> Self {
+        // `TANDEM_BENCH_SKETCH=0`: a device from before the reconnect digest's sketch, which the
+        // relay answers with its bucket digests (the baseline of the changed reconnect).
+        let sketch = std::env::var("TANDEM_BENCH_SKETCH").as_deref() != Ok("0");
         let config = EngineConfig::new(format!("bench-{name}"), Role::Device)
-            .with_storage_id(format!("bench-storage-{name}"));
+            .with_storage_id(format!("bench-storage-{name}"))
+            .with_reconnect_sketch(sketch);
         Self {
             engine: SyncEngine::new(config),
             documents: HashMap::new(),
@@ -744,7 +755,7 @@ fn receive(
 ) -> bool {
     match frame {
         Some(Ok(tungstenite::Message::Binary(bytes))) => {
-            reporter.traffic.record(reporter.epoch, bytes.len(), false);
+            reporter.traffic.record(reporter.epoch, &bytes, false);
             device.engine.frame_received(connection, &bytes);
             true
         }
@@ -877,7 +888,7 @@ fn carry_out(
                     {
                         *device.sent_per_document.entry(document_id).or_default() += 1;
                     }
-                    reporter.traffic.record(reporter.epoch, frame.len(), true);
+                    reporter.traffic.record(reporter.epoch, &frame, true);
                     let _ = out.send(Outgoing::Frame(frame));
                 }
                 Effect::Close { reason, .. } => {
@@ -1256,8 +1267,14 @@ async fn changed_reconnect(
     rows: &mut Rows,
 ) -> anyhow::Result<()> {
     let workload = format!(
-        "2. reconnect, {} of {} docs changed",
-        sizes.changed_documents, sizes.idle_documents
+        "2. reconnect, {} of {} docs changed{}",
+        sizes.changed_documents,
+        sizes.idle_documents,
+        if std::env::var("TANDEM_BENCH_SKETCH").as_deref() == Ok("0") {
+            " (no sketch: buckets)"
+        } else {
+            ""
+        }
     );
     let deadline = Instant::now() + sizes.timeout;
     let changed = Arc::new(documents[..sizes.changed_documents].to_vec());
@@ -1322,6 +1339,7 @@ async fn changed_reconnect(
     }
     let last = client.until_quiet(began, deadline).await?;
     let traffic = client.traffic.figures();
+    let digest_bytes = client.traffic.digest_bytes.load(Ordering::Relaxed);
     let check = there.clone();
     let got_remote = client
         .run(move |device, _| {
@@ -1367,6 +1385,11 @@ async fn changed_reconnect(
         workload.clone(),
         "round trips after the handshake (client flights until in sync)".into(),
         Figure::Count(flights),
+    ));
+    rows.push((
+        workload.clone(),
+        "digest exchange bytes both ways (offer to decoded, or to differ)".into(),
+        Figure::Bytes(digest_bytes),
     ));
     rows.push((
         workload,

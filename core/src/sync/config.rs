@@ -52,6 +52,11 @@ pub struct EngineConfig {
     /// default for a device (it only starts one with a peer that advertised it); a relay turns it
     /// on only if its driver answers [`Effect::LoadPeerIndex`](super::Effect::LoadPeerIndex).
     pub reconnect_digest: bool,
+    /// With the reconnect digest on, also take part in its sketch (advertised as `tandemSketch`,
+    /// see `sync::sketch`): a differing reconnect then costs bytes in proportion to the documents
+    /// that differ instead of a bucket list. On by default; off behaves as a Tandem peer from
+    /// before the sketch (the bucket exchange).
+    pub reconnect_sketch: bool,
     /// Take part in the snapshot fetch (advertised as `tandemFetch` in `peerMetadata`, see
     /// `sync::fetch`). On by default for a device (it only fetches from a peer that advertised
     /// it); a relay turns it on with [`EngineConfig::with_snapshot_fetch`].
@@ -72,6 +77,7 @@ impl EngineConfig {
             role,
             limits: Limits::default(),
             reconnect_digest: role == Role::Device,
+            reconnect_sketch: true,
             snapshot_fetch: role == Role::Device,
             peer_index_cache: match role {
                 Role::Device => 0,
@@ -96,6 +102,12 @@ impl EngineConfig {
         self
     }
 
+    /// Turns the reconnect digest's sketch on or off (off: the bucket exchange only).
+    pub fn with_reconnect_sketch(mut self, on: bool) -> Self {
+        self.reconnect_sketch = on;
+        self
+    }
+
     /// How many peers' digest indexes a relay keeps in memory (0: none).
     pub fn with_peer_index_cache(mut self, indexes: usize) -> Self {
         self.peer_index_cache = indexes;
@@ -113,6 +125,7 @@ impl EngineConfig {
             storage_id: self.storage_id.clone(),
             is_ephemeral: self.storage_id.is_none(),
             digest: self.reconnect_digest,
+            sketch: self.reconnect_digest && self.reconnect_sketch,
             fetch: self.snapshot_fetch,
         }
     }

@@ -4,10 +4,14 @@
 //! The exchange (message type `tandem-digest`, only between peers that both advertised
 //! `tandemDigest` in `peerMetadata`):
 //! 1. the device sends `offer` {count, digest} over the documents it holds, instead of offering
-//!    each of them;
+//!    each of them; to a relay that advertised `tandemSketch` also `changed`, how many of them it
+//!    changed since it last synced them with that relay (their heads differ from the shared
+//!    heads of the sync state saved for the relay's storage id);
 //! 2. the relay computes the same over the documents it has synced with that device's storage id
-//!    (and that the device may read, at the heads it has committed) and answers `match`, or its
-//!    `buckets` (one 8-byte digest per bucket of document ids);
+//!    (and that the device may read, at the heads it has committed) and answers `match` (the
+//!    exchange is over: one round trip), or, when both advertised `tandemSketch` and it can
+//!    estimate the difference, a `sketch` (below), or else its `buckets` (one 8-byte digest per
+//!    bucket of document ids);
 //! 3. on buckets, the device sends `entries` (id, 8-byte hash) of its documents in the buckets
 //!    that differ, and the relay answers `differ` with the listed documents whose hash it does
 //!    not share. Only those documents run the automerge sync protocol, and the relay starts it:
@@ -17,6 +21,28 @@
 //!    lacks. A reconnect with some documents changed on either side therefore converges in three
 //!    round trips after the handshake (offer/buckets, entries/first messages and differ, then
 //!    the changes).
+//!
+//! The sketch makes a differing reconnect cost bytes in proportion to the documents that differ,
+//! where buckets cost 8 bytes per bucket (up to 8 KiB) plus the entries of every document in a
+//! differing bucket. It is an invertible Bloom lookup table of the relay's (id, 8-byte hash)
+//! entries (`sync::sketch`) sized for `2 × (changed + moved)` differing pairs, `moved` being the
+//! relay's count of the device's entries that moved since its last connection that finished the
+//! exchange closed (`sync::peer_index`); a changed document is two pairs (old and new hash), one
+//! held by one side only is one. The device subtracts the same table over its own entries and
+//! peels it: that lists every differing document, either side's, and it checks the result
+//! against both 128-bit totals and counts ([`reconcile`]), so a wrong decode is never taken for a
+//! right one. It then sends `decoded` (the differing ids; the relay subscribes the connection to
+//! every other entry) and at once offers the differing documents it holds: the relay's answers
+//! carry the changes it lacks, and its next messages the relay's. Still three round trips
+//! (offer/sketch, decoded and offers/changes, changes/answers), about 1.5 cells of 29 bytes per
+//! differing pair plus 30 cells. A sketch that does not decode (rare: the estimate was too low,
+//! or an unlucky table, see `sync::sketch`) makes the device send `undecodable`, and the relay
+//! answers with its buckets: one round trip more, the bucket exchange after it. A relay that
+//! cannot estimate the difference, because it read the device's index from storage since (a
+//! restart, an eviction from the cache), answers with buckets rather than with a strata
+//! estimator: an estimator costs kilobytes in every offer (the idle reconnect must stay under
+//! 1 KB) or a round trip more, and the relay starts counting as soon as that connection closes.
+//! A Tandem peer without `tandemSketch` gets the bucket exchange, as before.
 //!
 //! Documents found equal need no session: the relay subscribes the connection to them (it opens
 //! a session as soon as one of them moves), and the device counts the relay as holding its heads.
@@ -28,11 +54,12 @@
 //! storage id, at their committed heads) and keeps it in memory as commits land and documents are
 //! synced (`sync::peer_index`), so a reconnect with nothing changed reads and hashes nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::ChangeHash;
 use sha2::{Digest, Sha256};
 
+use super::sketch::Sketch;
 use crate::ids::DocumentId;
 
 /// The bytes of a document id in the exchange.
@@ -159,6 +186,85 @@ pub(crate) fn decode_ids(bytes: &[u8]) -> Option<Vec<DocumentId>> {
         .collect()
 }
 
+/// The seed of a relay's sketch: differs between reconnects (the totals move, and the relay
+/// counts its sketches), so a difference that happens not to decode under one seed is not stuck
+/// with it. The engine reads no randomness, and tests see the same tables on every run.
+pub(crate) fn sketch_seed(ours: u128, theirs: &[u8], answered: u64) -> u64 {
+    let mut seed = (ours as u64) ^ ((ours >> 64) as u64) ^ answered.rotate_left(32);
+    for chunk in theirs.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        seed = seed.rotate_left(17) ^ u64::from_be_bytes(word);
+    }
+    seed
+}
+
+/// Device: the documents that differ between what we hold (`ours`, as offered) and the relay's
+/// sketch of its entries (`count` of them, XOR `total`), or `None` if the sketch does not decode
+/// or what it decodes to is not consistent with both totals and counts, and the bucket exchange
+/// must decide. A differing document is one whose id is in a pair either side holds alone: a
+/// changed one has a pair on each side, one held by a single side a pair there.
+pub(crate) fn reconcile(
+    ours: &BTreeMap<DocumentId, Held>,
+    theirs: &Sketch,
+    count: u64,
+    total: u128,
+) -> Option<BTreeSet<DocumentId>> {
+    let mut table = Sketch::new(theirs.seed(), theirs.len());
+    for (document, held) in ours {
+        table.insert(document, short(held.hash));
+    }
+    table.subtract(theirs).ok()?;
+    let difference = table.peel().ok()?;
+    // Our side of the difference must be pairs we hold; theirs cannot be checked one by one,
+    // but all of it together must make up the difference of the totals (their top 64 bits: the
+    // pairs carry 8-byte hashes) and of the counts.
+    let mut xor = 0u64;
+    let mut seen = HashSet::new();
+    for (document, hash) in &difference.ours {
+        // Each of ours at most once (peeling cannot yield a pair twice, as a cell's XORs cancel
+        // at even counts; checked all the same, as the count check below relies on it).
+        if ours.get(document).map(|held| short(held.hash)) != Some(*hash) || !seen.insert(document)
+        {
+            return None;
+        }
+        xor ^= hash;
+    }
+    for (_, hash) in &difference.theirs {
+        xor ^= hash;
+    }
+    let our_total = ours.values().fold(0u128, |acc, held| acc ^ held.hash);
+    if xor != short(our_total ^ total) {
+        return None;
+    }
+    let their_count = (ours.len() - difference.ours.len()) as u64;
+    if their_count.checked_add(difference.theirs.len() as u64) != Some(count) {
+        return None;
+    }
+    Some(
+        difference
+            .ours
+            .iter()
+            .chain(&difference.theirs)
+            .map(|(document, _)| *document)
+            .collect(),
+    )
+}
+
+/// How a device's reconnect digests ended, counted over the engine's life: what a driver or a
+/// test reads to tell which exchange a reconnect took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DigestOutcomes {
+    /// The relay answered `match`: nothing differed.
+    pub matched: u64,
+    /// A sketch decoded: the differing documents were known after one round trip.
+    pub decoded: u64,
+    /// A sketch did not decode; the buckets followed.
+    pub undecodable: u64,
+    /// The relay answered with buckets (after an undecodable sketch too).
+    pub bucketed: u64,
+}
+
 /// A document as the device held it when it sent its digest.
 #[derive(Clone, Debug)]
 pub(crate) struct Held {
@@ -231,7 +337,19 @@ pub(crate) enum DigestState {
     /// Device: done; documents found equal, at the heads they were equal at.
     Agreed(HashMap<DocumentId, Vec<ChangeHash>>),
     /// Relay: the device's `offer`, waiting for the driver's index.
-    Loading { count: u64, digest: Vec<u8> },
+    Loading {
+        count: u64,
+        digest: Vec<u8>,
+        /// How many of its documents the device changed since it last synced them with us, if
+        /// it speaks the sketch.
+        changed: Option<u64>,
+    },
+    /// Relay: a sketch of `cells` cells sent; its entries, to subscribe the equal ones or to
+    /// answer with buckets if the device could not decode it.
+    Sketched {
+        ours: HashMap<DocumentId, u128>,
+        cells: usize,
+    },
     /// Relay: buckets sent; its entries, to compare the device's with.
     Answered(HashMap<DocumentId, u128>),
     /// Relay: the differing documents it starts syncing are loading. Once all are loaded, our
@@ -269,6 +387,89 @@ mod tests {
             decode_buckets(&encoded[..24]).is_none(),
             "3 is no power of two"
         );
+    }
+
+    #[test]
+    fn a_decoded_sketch_is_checked_against_both_totals_and_counts() {
+        let held = |i: u8, version: u8| {
+            let doc = DocumentId::from_bytes([i; 16]);
+            let heads = vec![ChangeHash([version; 32])];
+            let hash = entry_hash(&doc, &heads);
+            (doc, Held { heads, hash })
+        };
+        // We hold 0..40 with 3 changed; the relay holds 1..41 (41 only it holds).
+        let ours: BTreeMap<DocumentId, Held> = (0..40)
+            .map(|i| held(i, if i < 3 { 9 } else { 1 }))
+            .collect();
+        let theirs: BTreeMap<DocumentId, Held> = (1..41).map(|i| held(i, 1)).collect();
+        let their_total = total(theirs.values().map(|h| &h.hash));
+        let sketch = |cells| {
+            let mut table = Sketch::new(11, cells);
+            for (doc, h) in &theirs {
+                table.insert(doc, short(h.hash));
+            }
+            table
+        };
+        let table = sketch(crate::sync::sketch::cells_for(8));
+        let expected: BTreeSet<DocumentId> = [0u8, 1, 2, 40]
+            .iter()
+            .map(|i| DocumentId::from_bytes([*i; 16]))
+            .collect();
+        assert_eq!(
+            reconcile(&ours, &table, 40, their_total),
+            Some(expected),
+            "differing: changed on our side, and held by one side only"
+        );
+        // A total or count that does not add up is never taken for a decode.
+        assert_eq!(reconcile(&ours, &table, 40, their_total ^ (1 << 100)), None);
+        assert_eq!(reconcile(&ours, &table, 41, their_total), None);
+        // Nor is a table too small to peel.
+        assert_eq!(reconcile(&ours, &sketch(4), 40, their_total), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever differs, and whatever the table's size, the device either learns exactly the
+        /// documents that differ or learns that it must fall back: never a wrong set.
+        #[test]
+        fn a_sketch_yields_exactly_the_differing_documents_or_nothing(
+            shared in 0u8..120,
+            changed in proptest::collection::btree_set(0u8..120, 0..40),
+            ours_only in proptest::collection::btree_set(120u8..180, 0..20),
+            theirs_only in proptest::collection::btree_set(180u8..240, 0..20),
+            cells in 4usize..200,
+            seed: u64,
+        ) {
+            let held = |i: u8, version: u8| {
+                let doc = DocumentId::from_bytes([i; 16]);
+                let heads = vec![ChangeHash([version; 32])];
+                let hash = entry_hash(&doc, &heads);
+                (doc, Held { heads, hash })
+            };
+            let changed: BTreeSet<u8> = changed.into_iter().filter(|i| *i < shared).collect();
+            let ours: BTreeMap<DocumentId, Held> = (0..shared)
+                .map(|i| held(i, if changed.contains(&i) { 2 } else { 1 }))
+                .chain(ours_only.iter().map(|i| held(*i, 1)))
+                .collect();
+            let theirs: BTreeMap<DocumentId, Held> = (0..shared)
+                .map(|i| held(i, 1))
+                .chain(theirs_only.iter().map(|i| held(*i, 1)))
+                .collect();
+            let mut table = Sketch::new(seed, cells);
+            for (doc, h) in &theirs {
+                table.insert(doc, short(h.hash));
+            }
+            let their_total = total(theirs.values().map(|h| &h.hash));
+            let expected: BTreeSet<DocumentId> = changed
+                .iter()
+                .chain(&ours_only)
+                .chain(&theirs_only)
+                .map(|i| DocumentId::from_bytes([*i; 16]))
+                .collect();
+            let table = Sketch::decode(seed, &table.encode()).unwrap();
+            if let Some(found) = reconcile(&ours, &table, theirs.len() as u64, their_total) {
+                proptest::prop_assert_eq!(found, expected);
+            }
+        }
     }
 
     #[test]

@@ -8,11 +8,12 @@ use automerge::PatchAction;
 use automerge::sync::{self, SyncDoc};
 use automerge::{Automerge, ChangeHash, Prop, ReadDoc};
 
-use super::digest::{self, DigestState, Held, HeldIndex};
+use super::digest::{self, DigestOutcomes, DigestState, Held, HeldIndex};
 use super::document::{HotDocument, PeerSession, PeerStatus, Queued};
 use super::fetch::{Fetching, Serving, SnapshotPersist};
 use super::message::{DigestStep, Message, PROTOCOL_VERSION};
 use super::peer_index::PeerIndexCache;
+use super::sketch::{self, Sketch};
 use super::{
     Access, AccessPolicy, AllowAll, ChangedPaths, Connection, ConnectionId, Direction, Effect,
     EngineConfig, PeerId, PeerInfo, PersistTicket, Role, StorageId,
@@ -67,10 +68,17 @@ pub struct SyncEngine {
     fetch_waiters: fetch::FetchWaiters,
     /// Relay: peers' digest indexes kept between reconnects (see `sync::peer_index`).
     peer_indexes: PeerIndexCache,
+    /// Relay: sketches answered so far, one input of each sketch's seed.
+    sketches: u64,
+    /// Device: how its reconnect digests ended.
+    digest_outcomes: DigestOutcomes,
     /// Makes the next received sync message panic inside automerge's place, so tests can reach
     /// the recovery path without a real automerge bug.
     #[cfg(test)]
     pub(crate) panic_on_next_receive: bool,
+    /// Tests: the size of every sketch the relay answers with, to force one too small.
+    #[cfg(test)]
+    pub(crate) sketch_cells: Option<usize>,
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -92,6 +100,8 @@ impl SyncEngine {
     pub fn with_policy(config: EngineConfig, policy: Box<dyn AccessPolicy>) -> Self {
         Self {
             peer_indexes: PeerIndexCache::new(config.peer_index_cache),
+            sketches: 0,
+            digest_outcomes: DigestOutcomes::default(),
             config,
             policy,
             connections: BTreeMap::new(),
@@ -113,6 +123,8 @@ impl SyncEngine {
             fetch_waiters: HashMap::new(),
             #[cfg(test)]
             panic_on_next_receive: false,
+            #[cfg(test)]
+            sketch_cells: None,
         }
     }
 
@@ -292,11 +304,12 @@ impl SyncEngine {
         self.connections
             .insert(connection, Connection::Established(peer.clone()));
         let use_digest = self.config.reconnect_digest && peer.metadata.digest;
+        let use_sketch = use_digest && self.config.reconnect_sketch && peer.metadata.sketch;
         let storage_id = peer.durable_storage_id().cloned();
         self.effects.push(Effect::PeerJoined(peer));
         if self.config.role == Role::Relay
             && use_digest
-            && let Some(storage_id) = storage_id
+            && let Some(storage_id) = storage_id.clone()
         {
             self.prefetch_peer_index(connection, storage_id);
         }
@@ -304,6 +317,7 @@ impl SyncEngine {
             // A device offers everything it holds, like an automerge-repo client; with a peer
             // that answers digests, only what the digest cannot cover (documents without heads).
             let mut held = BTreeMap::new();
+            let mut changed = 0u64;
             let ids: Vec<DocumentId> = self.documents.keys().copied().collect();
             for id in ids {
                 let heads = match self.documents.get(&id).and_then(|d| d.doc.as_ref()) {
@@ -317,6 +331,10 @@ impl SyncEngine {
                             .held_index
                             .record(id, &heads)
                             .unwrap_or_else(|| digest::entry_hash(&id, &heads));
+                        if use_sketch && self.changed_since_synced(&id, storage_id.as_ref(), &heads)
+                        {
+                            changed += 1;
+                        }
                         held.insert(id, Held { heads, hash });
                     }
                     continue;
@@ -341,6 +359,7 @@ impl SyncEngine {
                 let step = DigestStep::Offer {
                     count: held.len() as u64,
                     digest: total.to_be_bytes().to_vec(),
+                    changed: use_sketch.then_some(changed),
                 };
                 self.digests.insert(connection, DigestState::Offered(held));
                 self.send_digest(connection, step);
@@ -368,14 +387,29 @@ impl SyncEngine {
             return;
         }
         match (self.config.role, step) {
-            (Role::Relay, DigestStep::Offer { count, digest }) => {
+            (
+                Role::Relay,
+                DigestStep::Offer {
+                    count,
+                    digest,
+                    changed,
+                },
+            ) => {
                 let Some(peer) = self.connections.get(&connection).and_then(Connection::peer)
                 else {
                     return;
                 };
                 let storage_id = peer.durable_storage_id().cloned();
-                self.digests
-                    .insert(connection, DigestState::Loading { count, digest });
+                // Only a peer that advertised the sketch gets one.
+                let changed = changed.filter(|_| peer.metadata.sketch);
+                self.digests.insert(
+                    connection,
+                    DigestState::Loading {
+                        count,
+                        digest,
+                        changed,
+                    },
+                );
                 match storage_id {
                     // Answered from memory: no read, no hashing (see `sync::peer_index`).
                     Some(storage_id) if self.peer_indexes.touch(&storage_id) => {
@@ -470,10 +504,98 @@ impl SyncEngine {
                 );
                 self.start_digest_sessions(connection);
             }
+            (Role::Relay, DigestStep::Decoded(bytes)) => {
+                let Some(DigestState::Sketched { ours, cells }) = self.digests.remove(&connection)
+                else {
+                    return;
+                };
+                // A sketch of `cells` cells never decodes to more documents than that: checked
+                // before anything is allocated for them.
+                if bytes.len() / digest::ID_BYTES > cells {
+                    return self.fail(
+                        connection,
+                        "more differing documents than the digest sketch could hold",
+                    );
+                }
+                let Some(ids) = digest::decode_ids(&bytes) else {
+                    return self.fail(connection, "malformed differing document ids");
+                };
+                let differing: HashSet<DocumentId> = ids.into_iter().collect();
+                // Every other entry is equal; the device syncs the differing ones it holds.
+                let equal: HashMap<DocumentId, u128> = ours
+                    .into_iter()
+                    .filter(|(document, _)| !differing.contains(document))
+                    .collect();
+                self.subscribed.entry(connection).or_default().extend(equal);
+                self.digests.insert(connection, DigestState::Done);
+            }
+            (Role::Relay, DigestStep::Undecodable) => {
+                let Some(DigestState::Sketched { ours, .. }) = self.digests.remove(&connection)
+                else {
+                    return;
+                };
+                self.answer_with_buckets(connection, ours);
+            }
+            (
+                Role::Device,
+                DigestStep::Sketch {
+                    count,
+                    total,
+                    seed,
+                    cells,
+                },
+            ) => {
+                let Some(DigestState::Offered(held)) = self.digests.remove(&connection) else {
+                    return;
+                };
+                let theirs = match Sketch::decode(seed, &cells) {
+                    Ok(theirs) => theirs,
+                    Err(e) => {
+                        return self.fail(connection, &format!("malformed digest sketch: {e}"));
+                    }
+                };
+                let Ok(total) = <[u8; 16]>::try_from(total.as_slice()) else {
+                    return self.fail(connection, "malformed digest sketch: a total of 16 bytes");
+                };
+                let total = u128::from_be_bytes(total);
+                let Some(differing) = digest::reconcile(&held, &theirs, count, total) else {
+                    // Rare (see `sync::sketch`): the bucket exchange follows, one round trip more.
+                    self.digest_outcomes.undecodable += 1;
+                    self.digests.insert(connection, DigestState::Offered(held));
+                    self.send_digest(connection, DigestStep::Undecodable);
+                    return;
+                };
+                self.digest_outcomes.decoded += 1;
+                let ids: Vec<u8> = differing.iter().flat_map(|d| *d.as_bytes()).collect();
+                let mut agreed = HashMap::new();
+                let mut to_sync = Vec::new();
+                for (document, held) in held {
+                    if differing.contains(&document) {
+                        to_sync.push(document);
+                    } else {
+                        agreed.insert(document, held.heads);
+                    }
+                }
+                self.digests.insert(connection, DigestState::Agreed(agreed));
+                self.send_digest(connection, DigestStep::Decoded(ids));
+                // We know exactly what differs, so we offer it at once: the relay's answer
+                // carries the changes we lack, and our next message the ones it lacks.
+                for document in to_sync {
+                    if self
+                        .documents
+                        .get(&document)
+                        .is_some_and(|d| d.doc.is_some())
+                    {
+                        self.offer(document, connection);
+                        self.flush(document);
+                    }
+                }
+            }
             (Role::Device, DigestStep::Match) => {
                 let Some(DigestState::Offered(held)) = self.digests.remove(&connection) else {
                     return;
                 };
+                self.digest_outcomes.matched += 1;
                 let agreed = held.into_iter().map(|(d, h)| (d, h.heads)).collect();
                 self.digests.insert(connection, DigestState::Agreed(agreed));
             }
@@ -484,6 +606,7 @@ impl SyncEngine {
                 let Some(theirs) = digest::decode_buckets(&bytes) else {
                     return self.fail(connection, "malformed digest buckets");
                 };
+                self.digest_outcomes.bucketed += 1;
                 let entries = digest::differing_entries(&held, &theirs);
                 self.digests
                     .insert(connection, DigestState::Narrowing(held));
@@ -687,23 +810,111 @@ impl SyncEngine {
             .collect()
     }
 
-    /// Relay: answers the device's `offer` on `connection` with our entries for it: `match` or
-    /// our bucket digests.
+    /// Relay: answers the device's `offer` on `connection` with our entries for it: `match`, a
+    /// sketch sized to the expected difference, or our bucket digests.
     fn answer_offer(&mut self, connection: ConnectionId, ours: HashMap<DocumentId, u128>) {
-        let Some(DigestState::Loading { count, digest }) = self.digests.remove(&connection) else {
+        let Some(DigestState::Loading {
+            count,
+            digest,
+            changed,
+        }) = self.digests.remove(&connection)
+        else {
             return;
         };
-        let total = digest::total(ours.values()).to_be_bytes();
-        if ours.len() as u64 == count && digest == total {
+        let total = digest::total(ours.values());
+        if ours.len() as u64 == count && digest == total.to_be_bytes() {
             self.subscribed.entry(connection).or_default().extend(ours);
             self.digests.insert(connection, DigestState::Done);
             self.send_digest(connection, DigestStep::Match);
-        } else {
-            let buckets = digest::bucket_count(ours.len().max(1));
-            let encoded = digest::encode_buckets(ours.iter(), buckets);
-            self.digests.insert(connection, DigestState::Answered(ours));
-            self.send_digest(connection, DigestStep::Buckets(encoded));
+            return;
         }
+        // The expected difference: the documents the device changed since it last synced them
+        // with us, and those whose entry moved here since its last settled connection (unknown
+        // for an index read from storage since: then the buckets).
+        let moved = self
+            .connections
+            .get(&connection)
+            .and_then(Connection::peer)
+            .and_then(PeerInfo::durable_storage_id)
+            .and_then(|storage_id| self.peer_indexes.get(storage_id))
+            .and_then(|index| index.moved());
+        let cells = match (changed, moved) {
+            (Some(changed), Some(moved)) => {
+                // A document changed on both sides is two pairs (old and new hash); no more
+                // pairs can differ than both sides hold.
+                let pairs = (changed as usize)
+                    .saturating_add(moved)
+                    .saturating_mul(2)
+                    .min((count as usize).saturating_add(ours.len()));
+                // Past what the bucket exchange costs when every entry is listed (a device
+                // that kept no sync state with us counts all it holds as changed), buckets.
+                let buckets = digest::bucket_count(ours.len().max(1));
+                let listed = (digest::ID_BYTES + digest::HASH_BYTES)
+                    .saturating_mul(count as usize)
+                    .saturating_add(digest::HASH_BYTES * buckets);
+                Some(sketch::cells_for(pairs)).filter(|cells| {
+                    *cells <= sketch::MAX_CELLS
+                        && cells.saturating_mul(sketch::CELL_BYTES) <= listed
+                })
+            }
+            _ => None,
+        };
+        #[cfg(test)]
+        let cells = cells.map(|cells| self.sketch_cells.unwrap_or(cells));
+        let Some(cells) = cells else {
+            return self.answer_with_buckets(connection, ours);
+        };
+        self.sketches += 1;
+        let seed = digest::sketch_seed(total, &digest, self.sketches);
+        let mut table = Sketch::new(seed, cells);
+        for (document, hash) in &ours {
+            table.insert(document, digest::short(*hash));
+        }
+        let step = DigestStep::Sketch {
+            count: ours.len() as u64,
+            total: total.to_be_bytes().to_vec(),
+            seed,
+            cells: table.encode(),
+        };
+        self.digests.insert(
+            connection,
+            DigestState::Sketched {
+                ours,
+                cells: table.len(),
+            },
+        );
+        self.send_digest(connection, step);
+    }
+
+    /// Relay: answers with our bucket digests (to a device without the sketch, when the
+    /// difference cannot be estimated, or after a sketch that did not decode).
+    fn answer_with_buckets(&mut self, connection: ConnectionId, ours: HashMap<DocumentId, u128>) {
+        let buckets = digest::bucket_count(ours.len().max(1));
+        let encoded = digest::encode_buckets(ours.iter(), buckets);
+        self.digests.insert(connection, DigestState::Answered(ours));
+        self.send_digest(connection, DigestStep::Buckets(encoded));
+    }
+
+    /// Device: whether the document's `heads` differ from those it last synced with the peer
+    /// whose storage id is `storage_id` (the saved sync state's shared heads): one of the
+    /// documents the reconnect digest expects to differ on our side.
+    fn changed_since_synced(
+        &self,
+        document: &DocumentId,
+        storage_id: Option<&StorageId>,
+        heads: &[ChangeHash],
+    ) -> bool {
+        let Some(saved) = storage_id
+            .and_then(|s| self.documents.get(document)?.saved_states.get(s))
+            .and_then(|bytes| sync::State::decode(bytes).ok())
+        else {
+            return true;
+        };
+        let mut shared = saved.shared_heads;
+        shared.sort();
+        let mut ours = heads.to_vec();
+        ours.sort();
+        shared != ours
     }
 
     /// Relay: the heads storage has committed for a document, if memory knows them: loaded,
@@ -759,6 +970,11 @@ impl SyncEngine {
     /// How many peers' digest indexes are held in memory.
     pub fn cached_peer_indexes(&self) -> usize {
         self.peer_indexes.len()
+    }
+
+    /// Device: how its reconnect digests ended so far.
+    pub fn digest_outcomes(&self) -> DigestOutcomes {
+        self.digest_outcomes
     }
 
     /// Relay: connections found holding the document at heads it has since moved from get a
@@ -1654,7 +1870,7 @@ impl SyncEngine {
         let Some(state) = self.connections.remove(&connection) else {
             return;
         };
-        self.digests.remove(&connection);
+        let digest = self.digests.remove(&connection);
         self.peer_indexes.take_fill(connection);
         self.subscribed.remove(&connection);
         self.drop_phantoms(connection, None);
@@ -1669,6 +1885,13 @@ impl SyncEngine {
             hot.start_sessions.retain(|c| *c != connection);
         }
         if let Connection::Established(peer) = state {
+            // The exchange finished: what moved from here on is what the peer's next reconnect
+            // will find different (see `sync::peer_index`).
+            if matches!(digest, Some(DigestState::Done))
+                && let Some(storage_id) = peer.durable_storage_id()
+            {
+                self.peer_indexes.settled(storage_id);
+            }
             self.effects.push(Effect::PeerLeft(peer));
         }
         for document in touched {

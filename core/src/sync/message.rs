@@ -135,10 +135,33 @@ pub const FETCH_MESSAGE_TYPE: &str = "tandem-fetch";
 /// of the documents one side shares with the other (see `sync::digest`).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum DigestStep {
-    /// Device to relay: how many documents it holds and the XOR of their 16-byte hashes.
-    Offer { count: u64, digest: Vec<u8> },
+    /// Device to relay: how many documents it holds and the XOR of their 16-byte hashes; to a
+    /// relay that advertised `tandemSketch`, also how many of them changed since it last synced
+    /// them with that relay (`changed`), which sizes the relay's sketch.
+    Offer {
+        count: u64,
+        digest: Vec<u8>,
+        changed: Option<u64>,
+    },
     /// Relay to device: the same digest; nothing differs.
     Match,
+    /// Relay to device, to a device that advertised `tandemSketch`, instead of `buckets`: how
+    /// many entries the relay holds for it, their 16-byte total, and an invertible Bloom lookup
+    /// table of its (id, 8-byte hash) entries (cells of 29 bytes, keyed with `seed`; see
+    /// `sync::sketch`), sized to the expected difference.
+    Sketch {
+        count: u64,
+        total: Vec<u8>,
+        seed: u64,
+        cells: Vec<u8>,
+    },
+    /// Device to relay, after a sketch it decoded: the 16-byte ids of every document that
+    /// differs (either side's); every other entry of the relay's is equal. The device syncs the
+    /// ones it holds as usual.
+    Decoded(Vec<u8>),
+    /// Device to relay: the sketch did not decode (too small for the difference); the relay
+    /// answers with its `buckets`.
+    Undecodable,
     /// Relay to device: its digests per bucket (8 bytes each; the bucket count is a power of two,
     /// a document's bucket is the top bits of its id's first two bytes).
     Buckets(Vec<u8>),
@@ -153,6 +176,9 @@ impl DigestStep {
         match self {
             Self::Offer { .. } => "offer",
             Self::Match => "match",
+            Self::Sketch { .. } => "sketch",
+            Self::Decoded(_) => "decoded",
+            Self::Undecodable => "undecodable",
             Self::Buckets(_) => "buckets",
             Self::Entries(_) => "entries",
             Self::Differ(_) => "differ",
@@ -313,14 +339,34 @@ impl Message {
                 map.text("targetId", target_id.as_str());
                 map.text("step", step.name());
                 match step {
-                    DigestStep::Offer { count, digest } => {
+                    DigestStep::Offer {
+                        count,
+                        digest,
+                        changed,
+                    } => {
                         map.value("count", Value::Integer((*count).into()));
                         map.value("data", Value::Bytes(digest.clone()));
+                        if let Some(changed) = changed {
+                            // An older relay ignores the key.
+                            map.value("changed", Value::Integer((*changed).into()));
+                        }
                     }
-                    DigestStep::Match => {}
+                    DigestStep::Match | DigestStep::Undecodable => {}
+                    DigestStep::Sketch {
+                        count,
+                        total,
+                        seed,
+                        cells,
+                    } => {
+                        map.value("count", Value::Integer((*count).into()));
+                        map.value("total", Value::Bytes(total.clone()));
+                        map.value("seed", Value::Integer((*seed).into()));
+                        map.value("data", Value::Bytes(cells.clone()));
+                    }
                     DigestStep::Buckets(data)
                     | DigestStep::Entries(data)
-                    | DigestStep::Differ(data) => map.value("data", Value::Bytes(data.clone())),
+                    | DigestStep::Differ(data)
+                    | DigestStep::Decoded(data) => map.value("data", Value::Bytes(data.clone())),
                 }
             }
             Self::Fetch {
@@ -420,8 +466,20 @@ impl Message {
                     "offer" => DigestStep::Offer {
                         count: fields.count()?,
                         digest: fields.bytes("data")?,
+                        changed: match fields.get("changed") {
+                            None => None,
+                            Some(_) => Some(fields.unsigned("changed")?),
+                        },
                     },
                     "match" => DigestStep::Match,
+                    "sketch" => DigestStep::Sketch {
+                        count: fields.count()?,
+                        total: fields.bytes("total")?,
+                        seed: fields.unsigned("seed")?,
+                        cells: fields.bytes("data")?,
+                    },
+                    "decoded" => DigestStep::Decoded(fields.bytes("data")?),
+                    "undecodable" => DigestStep::Undecodable,
                     "buckets" => DigestStep::Buckets(fields.bytes("data")?),
                     "entries" => DigestStep::Entries(fields.bytes("data")?),
                     "differ" => DigestStep::Differ(fields.bytes("data")?),
@@ -482,6 +540,10 @@ fn encode_metadata(metadata: &PeerMetadata) -> Value {
     if metadata.digest {
         // Tandem's reconnect digest; automerge-repo peers ignore unknown metadata keys.
         map.value("tandemDigest", Value::Integer(1.into()));
+    }
+    if metadata.sketch {
+        // The reconnect digest's sketch; a Tandem peer without it answers with buckets.
+        map.value("tandemSketch", Value::Integer(1.into()));
     }
     if metadata.fetch {
         // Tandem's snapshot fetch; ignored by automerge-repo peers too.
@@ -584,6 +646,7 @@ impl Fields {
             storage_id: fields.optional_text("storageId")?.map(StorageId::from),
             is_ephemeral,
             digest: matches!(fields.get("tandemDigest"), Some(Value::Integer(n)) if i128::from(*n) == 1),
+            sketch: matches!(fields.get("tandemSketch"), Some(Value::Integer(n)) if i128::from(*n) == 1),
             fetch: matches!(fields.get("tandemFetch"), Some(Value::Integer(n)) if i128::from(*n) == 1),
         }))
     }
@@ -639,6 +702,7 @@ mod tests {
             supported_protocol_versions: vec!["1".into()],
             metadata: Some(PeerMetadata {
                 digest: false,
+                sketch: false,
                 fetch: false,
                 storage_id: Some("st".into()),
                 is_ephemeral: false,
@@ -671,6 +735,7 @@ mod tests {
             target_id: "alice".into(),
             metadata: Some(PeerMetadata {
                 digest: false,
+                sketch: false,
                 fetch: false,
                 storage_id: None,
                 is_ephemeral: true,
@@ -795,6 +860,7 @@ mod tests {
                     supported_protocol_versions: vec!["1".into()],
                     metadata: Some(PeerMetadata {
                         digest: false,
+                        sketch: false,
                         fetch: false,
                         storage_id: None,
                         is_ephemeral: true
@@ -877,10 +943,120 @@ mod tests {
                 storage_id: None,
                 is_ephemeral: true,
                 digest: true,
+                sketch: true,
                 fetch: true,
             }),
         };
         assert_eq!(Message::decode(&join.encode()).unwrap(), join);
+    }
+
+    #[test]
+    fn every_digest_step_and_the_sketch_flag_round_trip() {
+        let steps = [
+            DigestStep::Offer {
+                count: 10_000,
+                digest: vec![1; 16],
+                changed: None,
+            },
+            DigestStep::Offer {
+                count: 10_000,
+                digest: vec![1; 16],
+                changed: Some(5),
+            },
+            DigestStep::Match,
+            DigestStep::Sketch {
+                count: 9_999,
+                total: vec![2; 16],
+                seed: u64::MAX,
+                cells: vec![3; 29 * 4],
+            },
+            DigestStep::Decoded(vec![4; 32]),
+            DigestStep::Undecodable,
+            DigestStep::Buckets(vec![5; 8]),
+            DigestStep::Entries(vec![6; 24]),
+            DigestStep::Differ(vec![7; 16]),
+        ];
+        for step in steps {
+            let message = Message::Digest {
+                sender_id: "a".into(),
+                target_id: "b".into(),
+                step,
+            };
+            assert_eq!(message.message_type(), DIGEST_MESSAGE_TYPE);
+            assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+        }
+        // A peer that knows the digest but not the sketch: the flag is simply absent.
+        let join = Message::Join {
+            sender_id: "a".into(),
+            supported_protocol_versions: vec!["1".into()],
+            metadata: Some(PeerMetadata {
+                storage_id: Some("st".into()),
+                is_ephemeral: false,
+                digest: true,
+                sketch: false,
+                fetch: false,
+            }),
+        };
+        assert_eq!(Message::decode(&join.encode()).unwrap(), join);
+    }
+
+    #[test]
+    fn bad_digest_frames_get_clear_errors() {
+        let digest = |step: &str, extra: Vec<(&'static str, Value)>| {
+            let mut entries = vec![
+                ("type", Value::Text(DIGEST_MESSAGE_TYPE.into())),
+                ("senderId", Value::Text("a".into())),
+                ("targetId", Value::Text("b".into())),
+                ("step", Value::Text(step.into())),
+            ];
+            entries.extend(extra);
+            frame(entries)
+        };
+        let offer = |changed: Value| {
+            vec![
+                ("count", Value::Integer(3.into())),
+                ("data", Value::Bytes(vec![0; 16])),
+                ("changed", changed),
+            ]
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (digest("later", vec![]), "unknown digest step `later`"),
+            (
+                digest("offer", offer(Value::Integer((-1).into()))),
+                "`changed` is out of range",
+            ),
+            (
+                digest("offer", offer(Value::Text("many".into()))),
+                "`changed` is not a non-negative integer",
+            ),
+            (
+                digest(
+                    "sketch",
+                    vec![
+                        ("count", Value::Integer(3.into())),
+                        ("total", Value::Bytes(vec![0; 16])),
+                        ("data", Value::Bytes(vec![])),
+                    ],
+                ),
+                "missing `seed`",
+            ),
+            (
+                digest(
+                    "sketch",
+                    vec![
+                        ("count", Value::Integer(3.into())),
+                        ("seed", Value::Integer(3.into())),
+                        ("data", Value::Bytes(vec![])),
+                    ],
+                ),
+                "missing `total`",
+            ),
+            (digest("decoded", vec![]), "missing `data`"),
+        ];
+        for (bytes, expected) in cases {
+            let error = Message::decode(&bytes).unwrap_err().to_string();
+            assert!(error.contains(expected), "{expected:?} not in {error:?}");
+        }
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub struct PeerMetadata {
     /// a reconnect with one digest instead of offering every document; a relay that sees it
     /// answers digests. Plain automerge-repo peers do not send it.
     pub digest: bool,
+    /// The reconnect digest's sketch (`tandemSketch: 1`, see `sync::sketch`): a relay that sees
+    /// it on a device answers a differing `offer` with a sketch sized to the difference instead
+    /// of its bucket digests; a device that sees it on the relay says in its `offer` how many of
+    /// its documents changed. A Tandem peer without it gets the bucket exchange.
+    pub sketch: bool,
     /// Tandem's snapshot fetch (`tandemFetch: 1`, see `sync::fetch`): a device that sees it on
     /// the relay asks for documents it holds nothing of in one `tandem-fetch` message and gets
     /// their snapshots; a relay that sees it answers such messages.

@@ -16,6 +16,16 @@
 //! for every entry when it answers, as it does for an index read from storage, so a change of
 //! pairings or tokens needs no invalidation, and a peer never counts a document it may not read.
 //!
+//! Each cached index also notes which of its documents moved since the peer's last connection
+//! that finished the digest exchange closed (`moved`): the relay's share of what a reconnect
+//! will find different, which sizes the sketch it answers with (`sync::sketch`). An index read
+//! from storage since cannot tell (`None`), and neither can one past [`MAX_MOVED`] documents;
+//! the relay then answers with its bucket digests. Only a connection whose exchange finished
+//! (`match`, `decoded`, or `differ` sent) settles the count when it closes: one that dropped
+//! mid-exchange, or a device that held nothing when it connected (it offers nothing, and fetches
+//! what it follows), leaves it as it was. A wrong count costs bytes or, when too low, a
+//! sketch that does not decode and the bucket exchange after it; never a missed document.
+//!
 //! An index read from storage races with commits confirmed while it was read. Each read in
 //! flight therefore notes the documents that moved since it was asked for (a [`Fill`]): one
 //! loaded with nothing waiting for a commit is answered at its heads in memory (what storage
@@ -27,6 +37,9 @@ use std::collections::{HashMap, HashSet};
 use super::{ConnectionId, StorageId};
 use crate::ids::DocumentId;
 
+/// Most moved documents an index notes; past that a sketch would not be the cheaper answer.
+pub(crate) const MAX_MOVED: usize = 4096;
+
 /// One peer's cached index.
 #[derive(Debug, Default)]
 pub(crate) struct PeerIndex {
@@ -36,14 +49,31 @@ pub(crate) struct PeerIndex {
     pub(crate) total: u128,
     /// When it was last used, for least-recently-used eviction.
     used: u64,
+    /// The documents whose entry moved since the peer's last settled connection closed, if
+    /// known (see the module docs).
+    moved: Option<HashSet<DocumentId>>,
 }
 
 impl PeerIndex {
     fn set(&mut self, document: DocumentId, hash: u128) {
         if let Some(old) = self.entries.insert(document, hash) {
+            if old == hash {
+                return;
+            }
             self.total ^= old;
         }
         self.total ^= hash;
+        if let Some(moved) = &mut self.moved {
+            moved.insert(document);
+            if moved.len() > MAX_MOVED {
+                self.moved = None;
+            }
+        }
+    }
+
+    /// How many documents moved since the peer's last settled connection, if known.
+    pub(crate) fn moved(&self) -> Option<usize> {
+        self.moved.as_ref().map(HashSet::len)
     }
 }
 
@@ -156,8 +186,17 @@ impl PeerIndexCache {
             total: super::digest::total(entries.values()),
             entries,
             used: self.clock,
+            moved: None,
         };
         self.indexes.insert(storage_id, index);
+    }
+
+    /// A connection of the peer that finished the digest exchange closed: both sides held the
+    /// same entries then, as far as the relay can tell, so counting what moved starts afresh.
+    pub(crate) fn settled(&mut self, storage_id: &StorageId) {
+        if let Some(index) = self.indexes.get_mut(storage_id) {
+            index.moved = Some(HashSet::new());
+        }
     }
 
     /// Drops one peer's index.
@@ -259,6 +298,28 @@ mod tests {
         );
         cache.forget_document(&doc(1));
         assert!(cache.get(&a).is_none());
+        // What moved is counted only once a connection settled, each document once, and
+        // nothing for an entry committed at the hash it already had.
+        assert_eq!(cache.get(&c).unwrap().moved(), None);
+        cache.synced(doc(5), &c, 1);
+        cache.settled(&c);
+        assert_eq!(cache.get(&c).unwrap().moved(), Some(0));
+        cache.committed(doc(5), 1);
+        assert_eq!(cache.get(&c).unwrap().moved(), Some(0));
+        cache.committed(doc(5), 2);
+        cache.committed(doc(5), 3);
+        cache.synced(doc(6), &c, 9);
+        assert_eq!(cache.get(&c).unwrap().moved(), Some(2));
+        for i in 0..=MAX_MOVED as u32 {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            cache.synced(DocumentId::from_bytes(bytes), &c, 1);
+        }
+        assert_eq!(
+            cache.get(&c).unwrap().moved(),
+            None,
+            "too many to size a sketch"
+        );
         assert!(cache.get(&c).is_some());
         assert!(!cache.is_held(&doc(2)));
     }

@@ -687,8 +687,16 @@ fn any_doc_frames(h: &Harness, node: usize, from: usize) -> Vec<DocumentId> {
 
 /// A relay and device `a` that synced `n` documents, then disconnected.
 fn synced_then_apart(n: usize) -> (Harness, usize, usize, Vec<DocumentId>) {
+    synced_then_apart_with(digest_relay(), n)
+}
+
+/// The same with a relay configured by `config`.
+fn synced_then_apart_with(
+    config: EngineConfig,
+    n: usize,
+) -> (Harness, usize, usize, Vec<DocumentId>) {
     let mut h = Harness::default();
-    let r = h.add(digest_relay());
+    let r = h.add(config);
     let a = h.add(device("a"));
     let docs: Vec<DocumentId> = (0..n).map(|_| DocumentId::random()).collect();
     for (i, doc) in docs.iter().enumerate() {
@@ -716,7 +724,11 @@ fn an_unchanged_reconnect_is_one_digest_exchange_and_no_document_syncs() {
     assert!(any_doc_frames(&h, r, r_from).is_empty());
     assert!(matches!(
         digest_steps(&h, a, a_from).as_slice(),
-        [super::DigestStep::Offer { count: 300, .. }]
+        [super::DigestStep::Offer {
+            count: 300,
+            changed: Some(0),
+            ..
+        }]
     ));
     assert_eq!(digest_steps(&h, r, r_from), vec![super::DigestStep::Match]);
     let bytes: usize = [(a, a_from), (r, r_from)]
@@ -905,6 +917,7 @@ fn the_digest_covers_only_documents_the_peer_may_read() {
     let r_from = h.nodes[r].sent.len();
     h.connect(a, r);
     h.run_until_quiet();
+    // Two documents: listing both costs less than the smallest sketch, so buckets.
     assert!(matches!(
         digest_steps(&h, r, r_from).as_slice(),
         [super::DigestStep::Buckets(_), super::DigestStep::Differ(_)]
@@ -1074,7 +1087,11 @@ fn reconnect_with_changes_on_both_sides(cold: bool) {
 
 #[test]
 fn past_the_relay_start_limit_the_device_offers_the_remaining_differing_documents() {
-    let (mut h, r, a, docs) = synced_then_apart(super::digest::MAX_RELAY_STARTS + 40);
+    // The bucket exchange: with the sketch, the device knows what differs and offers it all.
+    let (mut h, r, a, docs) = synced_then_apart_with(
+        digest_relay().with_reconnect_sketch(false),
+        super::digest::MAX_RELAY_STARTS + 40,
+    );
     for doc in &docs {
         h.engine(a)
             .local_change(*doc, |d| put(d, "offline", "a"))
@@ -1242,3 +1259,7 @@ mod peer_index;
 // ---- changes other relay processes stored -----------------------------------------------------
 
 mod stored;
+
+// ---- the reconnect digest's sketch ------------------------------------------------------------
+
+mod sketch;

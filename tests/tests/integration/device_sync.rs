@@ -376,6 +376,54 @@ async fn a_device_that_changed_nothing_hears_what_was_committed_while_it_was_awa
     relay.stop().await
 }
 
+/// A device holding many documents that changed one of them while away, with another changed
+/// through the relay, reconnects through the digest's sketch: it decodes the difference (no
+/// bucket list), and both sides' changes arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_changed_one_of_many_documents_reconnects_through_the_sketch()
+-> anyhow::Result<()> {
+    // Enough that listing every entry would cost more than a sketch.
+    const PLANS: usize = 60;
+    let relay = InProcessRelay::start().await?;
+    let dir = TempDir::new()?;
+    let (mut a, mut b, p) = two_devices_with_a_pairing(dir.path(), &relay.url).await?;
+    let plans = a.with_repo(|repo| {
+        (0..PLANS)
+            .map(|_| repo.create_plan(new_plan()))
+            .collect::<tandem_core::Result<Vec<_>>>()
+    })?;
+    let a = start(a, &relay.url);
+    synced(&a).await?;
+    let mut a = go_offline(a).await?;
+
+    // While A is away it edits one of its plans, and B adds a goal to the shared plan.
+    a.with_repo(|repo| repo.add_goal(plans[7], goal("Offline goal")))?;
+    b.with_repo(|repo| repo.add_goal(p.plan, goal("Visit office hours")))?;
+    let b = start(b, &relay.url);
+    synced(&b).await?;
+
+    let before = a.engine().digest_outcomes();
+    let a = start(a, &relay.url);
+    wait_until_converged(&[&a, &b], &p).await?;
+    synced(&a).await?;
+    let after = a.with_device(|device| device.engine().digest_outcomes());
+    ensure!(
+        after.decoded == before.decoded + 1 && after.bucketed == before.bucketed,
+        "one sketch decoded, no buckets: {before:?} then {after:?}"
+    );
+    // A's offline edit is saved on the relay, and B's goal arrived.
+    ensure!(a.status().pending_changes == 0);
+    let plan = a.with_repo(|repo| repo.plan(p.plan))?;
+    ensure!(
+        plan.goals.iter().any(|g| g.title == "Visit office hours"),
+        "{:?}",
+        plan.goals
+    );
+    a.stop().await;
+    b.stop().await;
+    relay.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_device_pulls_everything_through_the_directory() -> anyhow::Result<()> {
     let relay = InProcessRelay::start().await?;

@@ -12,6 +12,14 @@ use super::{Revocable, device, digest_relay, digest_steps, get, put, unavailable
 use crate::ids::DocumentId;
 use crate::sync::{ConnectionId, EngineConfig, SyncEngine};
 
+/// A relay that answers a differing reconnect with its bucket digests, a full image of its
+/// index: the cached answer is then compared with storage's byte for byte. (A relay with the
+/// sketch answers a cached peer with a sketch instead, and one read from storage with buckets;
+/// see `tests/sketch.rs`.)
+fn bucket_relay() -> EngineConfig {
+    digest_relay().with_reconnect_sketch(false)
+}
+
 /// A relay configured by `config` and device `a` that synced `n` documents, then disconnected.
 fn synced_then_apart(config: EngineConfig, n: usize) -> (Harness, usize, usize, Vec<DocumentId>) {
     let mut h = Harness::default();
@@ -68,7 +76,7 @@ fn assert_converged(h: &mut Harness, a: usize, r: usize, docs: &[DocumentId]) {
 fn uncached_answer(h: &Harness, r: usize, a: usize, docs: &[DocumentId]) -> Vec<DigestStep> {
     let mut h2 = Harness::default();
     let r2 = h2.add_engine(
-        SyncEngine::new(digest_relay().with_peer_index_cache(0)),
+        SyncEngine::new(bucket_relay().with_peer_index_cache(0)),
         h.nodes[r].storage.clone(),
     );
     let a2 = h2.add_engine(SyncEngine::new(device("a")), h.nodes[a].storage.clone());
@@ -85,7 +93,7 @@ fn uncached_answer(h: &Harness, r: usize, a: usize, docs: &[DocumentId]) -> Vec<
 
 #[test]
 fn a_reconnect_is_answered_from_memory_and_never_matches_after_the_heads_moved() {
-    let (mut h, r, a, docs) = synced_then_apart(digest_relay(), 60);
+    let (mut h, r, a, docs) = synced_then_apart(bucket_relay(), 60);
     // Cached since `a` first offered, and kept as its documents were synced.
     assert_eq!(h.engine(r).cached_peer_indexes(), 1);
     remote_edit(&mut h, r, "b", docs[5], "remote");
@@ -131,7 +139,7 @@ fn a_reconnect_is_answered_from_memory_and_never_matches_after_the_heads_moved()
 
 #[test]
 fn the_cache_is_bounded_and_an_evicted_index_is_read_again() {
-    let (mut h, r, a, docs) = synced_then_apart(digest_relay().with_peer_index_cache(1), 20);
+    let (mut h, r, a, docs) = synced_then_apart(bucket_relay().with_peer_index_cache(1), 20);
     // Device `c` syncs a document of its own: its index takes the only place.
     let c = h.add(device("c"));
     let own = DocumentId::random();
@@ -161,7 +169,7 @@ fn the_cache_is_bounded_and_an_evicted_index_is_read_again() {
 
 #[test]
 fn commits_landing_while_an_index_is_read_are_never_counted_at_their_old_heads() {
-    let (mut h, r, a, docs) = synced_then_apart(digest_relay().with_peer_index_cache(1), 20);
+    let (mut h, r, a, docs) = synced_then_apart(bucket_relay().with_peer_index_cache(1), 20);
     // Evict `a`'s index: the next reconnect reads storage.
     let c = h.add(device("c"));
     h.engine(c)
@@ -207,7 +215,7 @@ fn commits_landing_while_an_index_is_read_are_never_counted_at_their_old_heads()
 
 #[test]
 fn a_failed_persist_drops_the_indexes_holding_the_document() {
-    let (mut h, r, a, docs) = synced_then_apart(digest_relay(), 10);
+    let (mut h, r, a, docs) = synced_then_apart(bucket_relay(), 10);
     let b = h.add(device("b"));
     let (on_b, _) = h.connect(b, r);
     h.engine(b).open_document(docs[2]);
@@ -239,7 +247,7 @@ fn access_is_decided_at_every_answer_from_memory() {
     let open = DocumentId::random();
     let mut h = Harness::default();
     let r = h.add_with_policy(
-        digest_relay(),
+        bucket_relay(),
         Box::new(Revocable {
             secret,
             revoked: revoked.clone(),
@@ -283,7 +291,7 @@ fn access_is_decided_at_every_answer_from_memory() {
 #[test]
 fn a_device_that_connected_holding_nothing_is_answered_from_memory_next_time() {
     let mut h = Harness::default();
-    let r = h.add(digest_relay());
+    let r = h.add(bucket_relay());
     let a = h.add(device("a"));
     let (on_a, _) = h.connect(a, r);
     h.run_until_quiet();
@@ -313,7 +321,7 @@ fn a_device_that_connected_holding_nothing_is_answered_from_memory_next_time() {
 
 #[test]
 fn a_failed_read_is_answered_as_nothing_in_common_and_not_kept() {
-    let (mut h, r, a, docs) = synced_then_apart(digest_relay().with_peer_index_cache(1), 10);
+    let (mut h, r, a, docs) = synced_then_apart(bucket_relay().with_peer_index_cache(1), 10);
     // `c` takes the only place.
     let c = h.add(device("c"));
     h.connect(c, r);
