@@ -52,7 +52,7 @@ mod status;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use automerge::ChangeHash;
+use automerge::{ChangeHash, Prop};
 use chrono::Utc;
 
 pub use status::{ConnectionState, Outgoing, RemoteChange, SyncEvent, SyncStatus};
@@ -63,8 +63,8 @@ use crate::model::DocKind;
 use crate::repo::{LocalCommit, Repo};
 use crate::store::meta_keys;
 use crate::sync::{
-    ConnectionId, Direction, Effect, EngineConfig, FetchProgress, Message, Role, StorageId,
-    StoredDocument, SyncEngine,
+    ConnectionId, Direction, Effect, EngineConfig, FetchProgress, Message, PersistTicket, Role,
+    StorageId, StoredDocument, SyncEngine,
 };
 
 /// A device's documents and their sync with a relay. See the [module documentation](self).
@@ -333,9 +333,22 @@ impl Device {
             if effects.is_empty() {
                 break;
             }
+            // Persists in a row (a batch of fetched snapshots is hundreds) commit together.
+            let mut persists = Vec::new();
             for effect in effects {
-                self.carry_out(effect);
+                match effect {
+                    Effect::Persist {
+                        ticket,
+                        document,
+                        changes,
+                    } => persists.push((ticket, document, changes)),
+                    other => {
+                        self.persist(std::mem::take(&mut persists));
+                        self.carry_out(other);
+                    }
+                }
             }
+            self.persist(persists);
         }
     }
 
@@ -344,7 +357,8 @@ impl Device {
         if self.failed.contains_key(&document) {
             return;
         }
-        if self.engine.document(&document).is_some() {
+        // Hot with its heads known: loaded, or a fetched snapshot the engine loads now.
+        if self.engine.heads(&document).is_some() {
             if let Err(e) = self.engine.apply_stored_changes(document, &bytes) {
                 tracing::error!(%document, "the engine refused a stored local change: {e}");
             }
@@ -373,25 +387,7 @@ impl Device {
                 ticket,
                 document,
                 changes,
-            } => match self.repo.apply_changes(document, &changes) {
-                Ok(()) => {
-                    self.progressed = true;
-                    self.engine.persisted(ticket);
-                }
-                Err(Error::Storage(e)) => {
-                    // The engine reloads the document from the store; the relay sends again.
-                    tracing::error!(%document, "storing a peer's changes failed: {e}");
-                    self.engine.persist_failed(ticket);
-                }
-                Err(e) => {
-                    tracing::warn!(%document, "refusing a peer's changes: {e}");
-                    self.fail(
-                        document,
-                        format!("a peer sent changes Tandem cannot use: {e}"),
-                    );
-                    self.engine.persist_failed(ticket);
-                }
-            },
+            } => self.persist(vec![(ticket, document, changes)]),
             Effect::SaveSyncState {
                 document,
                 storage_id,
@@ -406,8 +402,22 @@ impl Device {
                     tracing::warn!(%document, "saving a sync state failed: {e}");
                 }
             }
-            Effect::DocumentChanged { document, changes } => {
+            Effect::DocumentChanged {
+                document,
+                mut changes,
+            } => {
                 let kind = self.repo.kind(document).ok().flatten();
+                if changes.whole_document {
+                    // Stored whole and not loaded by the engine: every root key changed; the
+                    // repo holds the document it just stored (and read its projection from).
+                    match self.repo.root_keys(document) {
+                        Ok(keys) => {
+                            changes.paths = keys.iter().map(|k| vec![Prop::Map(k.clone())]).collect();
+                            changes.top_level_keys = keys.into_iter().collect();
+                        }
+                        Err(e) => tracing::warn!(%document, "reading a stored document failed: {e}"),
+                    }
+                }
                 self.events.push(SyncEvent::RemoteChange(RemoteChange::new(
                     document, kind, changes,
                 )));
@@ -431,6 +441,55 @@ impl Device {
                 }
             }
             Effect::PeerLeft(peer) => self.forget(peer.connection),
+        }
+    }
+
+    /// Stores the changes of the engine's `Persist` effects, all in one transaction, and tells
+    /// the engine which committed. Each document's changes are checked on their own (a refused
+    /// one fails only that document); the engine hears `persisted` only after the commit.
+    fn persist(&mut self, persists: Vec<(PersistTicket, DocumentId, Vec<u8>)>) {
+        let results = match persists.as_slice() {
+            [] => return,
+            [(_, document, changes)] => vec![self.repo.apply_changes(*document, changes)],
+            many => {
+                let changes: Vec<(DocumentId, &[u8])> = many
+                    .iter()
+                    .map(|(_, document, changes)| (*document, changes.as_slice()))
+                    .collect();
+                match self.repo.apply_changes_together(&changes) {
+                    Ok(results) => results,
+                    Err(e) => {
+                        // Nothing of the batch is stored: every document reloads, the relay
+                        // sends again.
+                        tracing::error!("storing {} documents' changes failed: {e}", many.len());
+                        for (ticket, _, _) in persists {
+                            self.engine.persist_failed(ticket);
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        for ((ticket, document, _), result) in persists.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    self.progressed = true;
+                    self.engine.persisted(ticket);
+                }
+                Err(Error::Storage(e)) => {
+                    // The engine reloads the document from the store; the relay sends again.
+                    tracing::error!(%document, "storing a peer's changes failed: {e}");
+                    self.engine.persist_failed(ticket);
+                }
+                Err(e) => {
+                    tracing::warn!(%document, "refusing a peer's changes: {e}");
+                    self.fail(
+                        document,
+                        format!("a peer sent changes Tandem cannot use: {e}"),
+                    );
+                    self.engine.persist_failed(ticket);
+                }
+            }
         }
     }
 

@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use automerge::ChangeHash;
+use automerge::{ChangeHash, ReadDoc};
 use chrono::{NaiveDate, Utc};
 
 use crate::doc::{self, Document, EditContext};
@@ -429,6 +429,11 @@ impl Repo {
         Ok(self.document(id)?.heads())
     }
 
+    /// The keys of the document's root map.
+    pub(crate) fn root_keys(&mut self, id: DocumentId) -> Result<Vec<String>> {
+        Ok(self.document(id)?.automerge().keys(automerge::ROOT).collect())
+    }
+
     /// Fields that concurrent edits left with several values, for the app to resolve.
     pub fn conflicts(&mut self, id: DocumentId) -> Result<Vec<Conflict>> {
         self.document(id)?.conflicts()
@@ -460,9 +465,36 @@ impl Repo {
         if self.store.document_exists(id)? {
             self.persist_edit(id, Origin::Peer, |doc| doc.apply_changes(bytes))
         } else {
+            // Loading verifies the bytes (hashes, a Tandem document) and gives the projection.
             let document = Document::load(id, bytes)?;
-            self.create(document, Origin::Peer)
+            // They load to exactly this document, so they are its first chunk as they came:
+            // saving it again would only re-encode the same history.
+            self.write(&document, ChunkKind::Snapshot, bytes, &[])?;
+            self.keep(document);
+            Ok(())
         }
+    }
+
+    /// [`Repo::apply_changes`] for several documents in one store transaction (one flush of the
+    /// log instead of one per document). Returns each one's result, only after the commit; if
+    /// the commit fails, nothing is stored and that error is returned.
+    pub fn apply_changes_together(
+        &mut self,
+        changes: &[(DocumentId, &[u8])],
+    ) -> Result<Vec<Result<()>>> {
+        self.store.begin()?;
+        let results: Vec<Result<()>> = changes
+            .iter()
+            .map(|(id, bytes)| self.apply_changes(*id, bytes))
+            .collect();
+        if let Err(e) = self.store.commit() {
+            // The cache holds what the lost transaction wrote: read it from the store again.
+            for (id, _) in changes {
+                self.cache.remove(id);
+            }
+            return Err(e);
+        }
+        Ok(results)
     }
 
     /// Folds the document's chunks into one snapshot. Every change survives: the snapshot is

@@ -9,7 +9,7 @@
 
 use automerge::ChangeHash;
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::outbox;
@@ -81,7 +81,8 @@ pub struct StoredBytes {
 
 impl Store {
     /// Appends a document's chunk and replaces its projection rows, in one transaction. Returns
-    /// only after `COMMIT`; on any error nothing of the write is stored.
+    /// only after `COMMIT` (inside [`Store::in_one_transaction`]: as part of that transaction,
+    /// which the caller commits); on any error nothing of the write is stored.
     ///
     /// Returns the new chunk's id, or `None` when `bytes` was empty (projection only). A new
     /// document needs bytes; a document stored with another kind, or a projection of another
@@ -107,7 +108,9 @@ impl Store {
             )));
         }
         let now = now_millis();
-        let tx = self.conn.transaction()?;
+        // A savepoint: its own transaction when alone, one part of the caller's when inside
+        // `Store::in_one_transaction` (a failed write then undoes only itself).
+        let tx = self.conn.savepoint()?;
         upsert_document(&tx, write, now)?;
         let chunk = if write.bytes.is_empty() {
             None
@@ -215,7 +218,7 @@ impl Store {
 }
 
 /// Creates the document's row, or touches it, refusing a change of kind.
-fn upsert_document(tx: &Transaction<'_>, write: &DocumentWrite<'_>, now: i64) -> Result<()> {
+fn upsert_document(tx: &Connection, write: &DocumentWrite<'_>, now: i64) -> Result<()> {
     let id = &write.id.as_bytes()[..];
     let stored: Option<String> = tx
         .query_row("SELECT kind FROM documents WHERE id = ?1", [id], |row| {
@@ -254,7 +257,7 @@ fn upsert_document(tx: &Transaction<'_>, write: &DocumentWrite<'_>, now: i64) ->
 }
 
 fn insert_chunk(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     document: DocumentId,
     kind: ChunkKind,
     bytes: &[u8],
@@ -461,7 +464,7 @@ mod tests {
         drop(store);
 
         // Flip bytes in place, as a bad sector or a buggy tool would.
-        let raw = rusqlite::Connection::open(&path).unwrap();
+        let raw = Connection::open(&path).unwrap();
         raw.execute(
             "UPDATE chunks SET bytes = X'7365636F6E64FF' WHERE bytes = CAST('second' AS BLOB)",
             [],
@@ -506,7 +509,7 @@ mod tests {
         store.append_chunk(&notes_write(healthy, b"fine")).unwrap();
         drop(store);
 
-        let raw = rusqlite::Connection::open(&path).unwrap();
+        let raw = Connection::open(&path).unwrap();
         raw.execute(
             "UPDATE chunks SET bytes = substr(bytes, 1, 5) WHERE document = ?1",
             [&truncated.as_bytes()[..]],
