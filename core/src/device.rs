@@ -50,7 +50,7 @@
 
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::{ChangeHash, Prop};
 use chrono::Utc;
@@ -60,7 +60,7 @@ pub use status::{ConnectionState, Outgoing, RemoteChange, SyncEvent, SyncStatus}
 use crate::error::{Error, Result};
 use crate::ids::{DirectoryId, DocumentId};
 use crate::model::DocKind;
-use crate::repo::{LocalCommit, Repo};
+use crate::repo::{CreatedDocument, LocalCommit, Repo};
 use crate::store::meta_keys;
 use crate::sync::{
     ConnectionId, Direction, Effect, EngineConfig, FetchProgress, Message, PersistTicket, Role,
@@ -92,6 +92,9 @@ pub struct Device {
     progressed: bool,
     /// The snapshot fetch over the relay's connection, as last reported.
     fetch: FetchProgress,
+    /// Documents peers' changes created and whose change the app has not heard of yet: their
+    /// kind and root keys, read as they were stored (the engine may not have loaded them).
+    created: HashMap<DocumentId, CreatedDocument>,
 }
 
 impl Device {
@@ -139,6 +142,7 @@ impl Device {
             },
             progressed: false,
             fetch: FetchProgress::default(),
+            created: HashMap::new(),
         };
         for document in unsaved.into_iter().chain(followed) {
             device.engine.open_document(document);
@@ -350,6 +354,9 @@ impl Device {
             }
             self.persist(persists);
         }
+        // Every commit's `DocumentChanged` came in the loop above (one whose document the
+        // engine dropped meanwhile never comes).
+        self.created.clear();
     }
 
     fn local_commit(&mut self, commit: LocalCommit) {
@@ -406,17 +413,22 @@ impl Device {
                 document,
                 mut changes,
             } => {
-                let kind = self.repo.kind(document).ok().flatten();
-                if changes.whole_document {
-                    // Stored whole and not loaded by the engine: every root key changed; the
-                    // repo holds the document it just stored (and read its projection from).
-                    match self.repo.root_keys(document) {
-                        Ok(keys) => {
-                            changes.paths = keys.iter().map(|k| vec![Prop::Map(k.clone())]).collect();
-                            changes.top_level_keys = keys.into_iter().collect();
-                        }
-                        Err(e) => tracing::warn!(%document, "reading a stored document failed: {e}"),
-                    }
+                let created = self.created.remove(&document);
+                let kind = match &created {
+                    Some(created) => Some(created.kind),
+                    None => self.repo.kind(document).ok().flatten(),
+                };
+                if changes.whole_document
+                    && let Some(created) = created
+                {
+                    // Stored whole, not loaded by the engine: everything under every root key
+                    // changed, as the repo read when it stored it.
+                    changes.paths = created
+                        .root_keys
+                        .iter()
+                        .map(|key| vec![Prop::Map(key.clone())])
+                        .collect();
+                    changes.top_level_keys = created.root_keys.into_iter().collect();
                 }
                 self.events.push(SyncEvent::RemoteChange(RemoteChange::new(
                     document, kind, changes,
@@ -450,7 +462,7 @@ impl Device {
     fn persist(&mut self, persists: Vec<(PersistTicket, DocumentId, Vec<u8>)>) {
         let results = match persists.as_slice() {
             [] => return,
-            [(_, document, changes)] => vec![self.repo.apply_changes(*document, changes)],
+            [(_, document, changes)] => vec![self.repo.apply_peer_changes(*document, changes)],
             many => {
                 let changes: Vec<(DocumentId, &[u8])> = many
                     .iter()
@@ -472,7 +484,10 @@ impl Device {
         };
         for ((ticket, document, _), result) in persists.into_iter().zip(results) {
             match result {
-                Ok(()) => {
+                Ok(created) => {
+                    if let Some(created) = created {
+                        self.created.insert(document, created);
+                    }
                     self.progressed = true;
                     self.engine.persisted(ticket);
                 }
