@@ -42,7 +42,9 @@ use automerge::{AutomergeError, ROOT};
 use chrono::{TimeZone, Utc};
 use tandem_core::DocumentId;
 use tandem_core::device::SyncEvent;
-use tandem_core::model::{DirectoryEntry, DocKind, NewDirectory, NewGoal, NewPlan, Plan, SessionLog};
+use tandem_core::model::{
+    DirectoryEntry, DocKind, NewDirectory, NewGoal, NewPlan, Plan, SessionLog,
+};
 use tandem_core::repo::{Repo, RepoConfig};
 use tandem_core::store::{ChunkKind, DocumentWrite, Durability, Projection, Store, StoreConfig};
 use tandem_core::sync::{
@@ -249,7 +251,8 @@ fn run(path: &str, n: usize, setup_only: bool) -> anyhow::Result<u64> {
         "fetch-device" => {
             let answer = record_fetch_plans(n)?;
             let dir = tempfile::tempdir()?;
-            let (mut device, connection) = fetching_repo_device(&answer, &dir.path().join("fetch.db"))?;
+            let (mut device, connection) =
+                fetching_repo_device(&answer, &dir.path().join("fetch.db"))?;
             if !setup_only {
                 for frame in &answer.frames {
                     device.frame_received(connection, black_box(frame));
@@ -752,7 +755,9 @@ fn device_carries_out(device: &mut SyncEngine) -> u64 {
         }
         for effect in effects {
             match effect {
-                Effect::Persist { ticket, changes, .. } => {
+                Effect::Persist {
+                    ticket, changes, ..
+                } => {
                     black_box(changes);
                     device.persisted(ticket);
                 }

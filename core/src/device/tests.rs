@@ -604,7 +604,10 @@ fn fetched_snapshots_are_stored_together_with_their_projection_and_named_whole()
     let status = world.devices[b].status();
     assert!(status.is_complete(), "{status:?}");
     // The directory came first, then its six plans in one `want`, as snapshots.
-    assert!(status.fetch.is_complete() && status.fetch.documents_total == 7, "{status:?}");
+    assert!(
+        status.fetch.is_complete() && status.fetch.documents_total == 7,
+        "{status:?}"
+    );
     let plans = world.devices[b]
         .repo()
         .plans_of_mentee(&UserId::from("ana"))
@@ -620,7 +623,10 @@ fn fetched_snapshots_are_stored_together_with_their_projection_and_named_whole()
             })
             .unwrap();
         assert_eq!(change.kind, Some(DocKind::Plan));
-        assert!(change.top_level_keys.contains(&"goals".to_owned()), "{change:?}");
+        assert!(
+            change.top_level_keys.contains(&"goals".to_owned()),
+            "{change:?}"
+        );
         assert!(change.paths.contains(&"goals".to_owned()), "{change:?}");
         let stored = world.devices[b].repo().store().load_chunks(id.0).unwrap();
         assert_eq!(stored.len(), 1, "stored as the one snapshot it came as");
@@ -723,10 +729,17 @@ fn a_snapshot_whose_content_does_not_load_is_refused_and_stores_nothing() {
         "{events:?}"
     );
     let store = device.repo().store();
-    assert!(!store.document_exists(bad.0).unwrap(), "nothing of it stored");
+    assert!(
+        !store.document_exists(bad.0).unwrap(),
+        "nothing of it stored"
+    );
     assert!(store.document_exists(good.0).unwrap(), "the other one is");
     assert_eq!(
-        device.repo().plans_of_mentee(&UserId::from("ana")).unwrap().len(),
+        device
+            .repo()
+            .plans_of_mentee(&UserId::from("ana"))
+            .unwrap()
+            .len(),
         1
     );
     assert_eq!(device.status().fetch.documents_done, 1);

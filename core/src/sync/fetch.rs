@@ -280,7 +280,10 @@ mod tests {
         assert_eq!(heads, doc.get_heads());
 
         // Change chunks, two chunks, one flipped byte, a cut one: not read as a snapshot.
-        assert!(snapshot_heads(&doc.save_after(&[])).is_none(), "change chunks");
+        assert!(
+            snapshot_heads(&doc.save_after(&[])).is_none(),
+            "change chunks"
+        );
         let mut twice = saved.clone();
         twice.extend_from_slice(&saved);
         assert!(snapshot_heads(&twice).is_none(), "two chunks");

@@ -424,9 +424,7 @@ impl SyncEngine {
         let snapshot = match self.documents.get(&document) {
             Some(hot) if hot.is_loading() || !hot.pending.is_empty() => return,
             Some(hot) if hot.is_empty() => None,
-            Some(_) => self
-                .heads(&document)
-                .zip(self.save_document(&document)),
+            Some(_) => self.heads(&document).zip(self.save_document(&document)),
             None => None,
         };
         let waiters = self.fetch_waiters.remove(&document).unwrap_or_default();

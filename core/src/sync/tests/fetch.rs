@@ -436,7 +436,10 @@ fn a_fetched_snapshot_is_stored_unloaded_until_something_reads_it() {
         .local_change(docs[0], |doc| put(doc, "title", "renamed"))
         .unwrap();
     h.run_until_quiet();
-    assert!(h.engine(d).document(&docs[0]).is_some(), "loaded to apply the change");
+    assert!(
+        h.engine(d).document(&docs[0]).is_some(),
+        "loaded to apply the change"
+    );
     assert_eq!(get(&mut h, d, docs[0], "title").as_deref(), Some("renamed"));
     assert!(h.engine(d).in_sync_with(&docs[0], on_d));
     // A local edit loads another.
@@ -445,7 +448,10 @@ fn a_fetched_snapshot_is_stored_unloaded_until_something_reads_it() {
         .unwrap();
     h.run_until_quiet();
     assert_eq!(get(&mut h, r, docs[1], "title").as_deref(), Some("mine"));
-    assert!(h.engine(d).document(&docs[2]).is_none(), "the third is still unread");
+    assert!(
+        h.engine(d).document(&docs[2]).is_none(),
+        "the third is still unread"
+    );
 }
 
 #[test]
@@ -496,5 +502,8 @@ fn a_stored_snapshot_that_does_not_load_is_reloaded_from_storage_and_reported() 
             sync_states: Vec::new(),
         },
     );
-    assert!(matches!(refused, Err(crate::Error::Corrupt { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(crate::Error::Corrupt { .. })),
+        "{refused:?}"
+    );
 }
