@@ -384,6 +384,48 @@ mod tests {
     }
 
     #[test]
+    fn writes_in_one_transaction_commit_together_and_a_refused_one_alone_is_left_out() {
+        let (_dir, path, mut store) = temp_store(StoreConfig::default());
+        let kept = DocumentId::random();
+        store.append_chunk(&notes_write(kept, b"first")).unwrap();
+        let (a, b) = (DocumentId::random(), DocumentId::random());
+        let results = store
+            .in_one_transaction(|store| {
+                let mut results = vec![
+                    store.append_chunk(&notes_write(a, b"a")).map(|_| ()),
+                    // Refused (another kind): only this write is undone.
+                    store
+                        .append_chunk(&DocumentWrite {
+                            kind: DocKind::Directory,
+                            projection: Projection::Directory,
+                            ..notes_write(kept, b"second")
+                        })
+                        .map(|_| ()),
+                    store.append_chunk(&notes_write(b, b"b")).map(|_| ()),
+                ];
+                // Another connection sees none of it before the commit.
+                let other = Connection::open(&path).unwrap();
+                let visible: i64 = other
+                    .query_row("SELECT count(*) FROM documents", [], |row| row.get(0))
+                    .unwrap();
+                results.push(if visible == 1 {
+                    Ok(())
+                } else {
+                    Err(Error::invalid(format!("{visible} documents visible")))
+                });
+                results
+            })
+            .unwrap();
+        assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+        assert!(matches!(results[1], Err(Error::Invalid(_))));
+        drop(store);
+        let store = Store::open(&path, StoreConfig::default()).unwrap();
+        assert_eq!(all_bytes(&store.load_chunks(a).unwrap()), [b"a"]);
+        assert_eq!(all_bytes(&store.load_chunks(b).unwrap()), [b"b"]);
+        assert_eq!(all_bytes(&store.load_chunks(kept).unwrap()), [b"first"]);
+    }
+
+    #[test]
     fn a_document_keeps_its_kind_and_a_projection_must_match_it() {
         let mut store = Store::open_in_memory().unwrap();
         let id = DocumentId::random();
