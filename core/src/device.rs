@@ -21,7 +21,10 @@
 //! - **Fresh documents.** Documents the device holds nothing of come from a relay that offers it
 //!   as compacted snapshots (`sync::fetch`) rather than change by change; the relay announces how
 //!   many documents and bytes follow, and [`SyncStatus::fetch`] and [`SyncEvent::FetchProgress`]
-//!   count them as they are stored.
+//!   count them as they are stored. The persists of one batch of snapshots (hundreds) are
+//!   stored in one SQLite transaction, each document's write a savepoint of it, and the engine
+//!   hears they are durable only after its `COMMIT`. Each snapshot is loaded once, by the repo,
+//!   which verifies it, reads its projection and stores the bytes as they came.
 //!
 //! ```
 //! use tandem_core::device::{ConnectionState, Device};

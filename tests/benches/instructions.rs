@@ -30,6 +30,14 @@
 //!   (no fsync per commit; WAL writes and checkpoints are in the count, the kernel's work is not).
 //! - `projection`: `Store::append_chunk` with no bytes and the projection of a plan with 10 goals
 //!   (no milestones or check-ins): the delete-and-insert of the plan's query rows, in memory.
+//! - `fetch`: a fresh device engine (`Role::Device`, storage answered at once) receiving a relay
+//!   engine's answer to its `tandem-fetch` `want` for N plan-like documents (~390 B saved each,
+//!   as the sync bench seeds them): manifest, snapshot batches, `done`, and every effect carried
+//!   out. One operation is one document. The relay's answer is recorded in the setup.
+//! - `fetch-device`: the same answer (for N plans made by a `Repo`) received by a real
+//!   [`Device`](tandem_core::device::Device) on a store file (`Durability::Full`; the kernel's
+//!   work, fsync included, is not in the count): each snapshot verified, stored with its
+//!   projection, progress and the app's events. One operation is one document.
 //!
 //! Operations are run through `std::hint::black_box` so the optimiser cannot drop them.
 

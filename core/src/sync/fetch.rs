@@ -17,10 +17,22 @@
 //!    the device as holding H, exactly as after a digest match: the connection is subscribed to
 //!    the document (a session opens as soon as it moves) and the sync state saved for the
 //!    device's storage id says H is shared, so the next reconnect's digest covers it;
-//! 3. the device loads each snapshot and persists it (its durability rule is the engine's: a
-//!    document's messages wait for its commit), counts the relay as holding the snapshot's
-//!    heads, and counts progress (documents and bytes done of the manifests' totals) once the
-//!    persist commits. Anything the answer does not cover falls back to the plain protocol.
+//! 3. the device persists each snapshot (its durability rule is the engine's: a document's
+//!    messages wait for its commit), counts the relay as holding the snapshot's heads, and
+//!    counts progress (documents and bytes done of the manifests' totals) once the persist
+//!    commits. Anything the answer does not cover falls back to the plain protocol.
+//!
+//! A snapshot for a document that holds nothing and that no session reads is not loaded by
+//! the engine: it reads the heads from the document chunk's header ([`snapshot_heads`], which
+//! checks the chunk's checksum), hands the bytes to storage as they came, and keeps them with
+//! their heads until something needs the content (a peer's message, a local edit, a session);
+//! then it loads them (`SyncEngine::loaded`). `Automerge::load` was most of what a fetched
+//! document cost the device. Its change notification says the whole document changed
+//! (`ChangedPaths::whole_document`). The device's store verifies each document as it stores it
+//! (it loads it to read its query projection, in the same transaction), so a snapshot whose
+//! content does not load is refused there with nothing stored; a driver whose storage keeps
+//! bytes unread finds out when the engine first loads them, and the document is then reloaded
+//! from storage, whose load fails with `Error::Corrupt`.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
