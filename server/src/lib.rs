@@ -20,8 +20,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tandem_core::sync::Limits;
 use axum::serve::ListenerExt;
+use tandem_core::sync::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
