@@ -9,7 +9,8 @@
 # Per path it runs tests/benches/instructions.rs twice under callgrind: `<path> <N> setup` (the
 # setup alone) and `<path> <N>` (the setup, then N operations), and prints
 # (Ir of the full run - Ir of the setup run) / N, with Ir summed over all threads.
-# Paths: decode, sync, sync-policy, append, append-file, projection (see the bench file's header).
+# Paths: decode, sync, sync-policy, append, append-file, projection, fetch, fetch-device (see the
+# bench file's header).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || {
@@ -18,7 +19,7 @@ command -v valgrind >/dev/null || {
 }
 
 paths=("$@")
-[ ${#paths[@]} -gt 0 ] || paths=(decode sync sync-policy append append-file projection)
+[ ${#paths[@]} -gt 0 ] || paths=(decode sync sync-policy append append-file projection fetch fetch-device)
 
 # Operations per path; the sync path records a device/relay exchange of N rounds in its setup, so
 # it gets fewer.

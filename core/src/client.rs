@@ -404,7 +404,9 @@ async fn dial(config: &ClientConfig) -> std::result::Result<Socket, DialError> {
     }
     match tokio::time::timeout(
         config.connect_timeout,
-        tokio_tungstenite::connect_async(request),
+        // Nagle off: a small frame written after a large one must not wait for the relay's
+        // delayed acknowledgement.
+        tokio_tungstenite::connect_async_with_config(request, None, true),
     )
     .await
     {

@@ -21,7 +21,10 @@
 //! - **Fresh documents.** Documents the device holds nothing of come from a relay that offers it
 //!   as compacted snapshots (`sync::fetch`) rather than change by change; the relay announces how
 //!   many documents and bytes follow, and [`SyncStatus::fetch`] and [`SyncEvent::FetchProgress`]
-//!   count them as they are stored.
+//!   count them as they are stored. The persists of one batch of snapshots (hundreds) are
+//!   stored in one SQLite transaction, each document's write a savepoint of it, and the engine
+//!   hears they are durable only after its `COMMIT`. Each snapshot is loaded once, by the repo,
+//!   which verifies it, reads its projection and stores the bytes as they came.
 //!
 //! ```
 //! use tandem_core::device::{ConnectionState, Device};
@@ -50,9 +53,9 @@
 
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use automerge::ChangeHash;
+use automerge::{ChangeHash, Prop};
 use chrono::Utc;
 
 pub use status::{ConnectionState, Outgoing, RemoteChange, SyncEvent, SyncStatus};
@@ -60,11 +63,11 @@ pub use status::{ConnectionState, Outgoing, RemoteChange, SyncEvent, SyncStatus}
 use crate::error::{Error, Result};
 use crate::ids::{DirectoryId, DocumentId};
 use crate::model::DocKind;
-use crate::repo::{LocalCommit, Repo};
+use crate::repo::{CreatedDocument, LocalCommit, Repo};
 use crate::store::meta_keys;
 use crate::sync::{
-    ConnectionId, Direction, Effect, EngineConfig, FetchProgress, Message, Role, StorageId,
-    StoredDocument, SyncEngine,
+    ConnectionId, Direction, Effect, EngineConfig, FetchProgress, Message, PersistTicket, Role,
+    StorageId, StoredDocument, SyncEngine,
 };
 
 /// A device's documents and their sync with a relay. See the [module documentation](self).
@@ -92,6 +95,9 @@ pub struct Device {
     progressed: bool,
     /// The snapshot fetch over the relay's connection, as last reported.
     fetch: FetchProgress,
+    /// Documents peers' changes created and whose change the app has not heard of yet: their
+    /// kind and root keys, read as they were stored (the engine may not have loaded them).
+    created: HashMap<DocumentId, CreatedDocument>,
 }
 
 impl Device {
@@ -139,6 +145,7 @@ impl Device {
             },
             progressed: false,
             fetch: FetchProgress::default(),
+            created: HashMap::new(),
         };
         for document in unsaved.into_iter().chain(followed) {
             device.engine.open_document(document);
@@ -333,10 +340,26 @@ impl Device {
             if effects.is_empty() {
                 break;
             }
+            // Persists in a row (a batch of fetched snapshots is hundreds) commit together.
+            let mut persists = Vec::new();
             for effect in effects {
-                self.carry_out(effect);
+                match effect {
+                    Effect::Persist {
+                        ticket,
+                        document,
+                        changes,
+                    } => persists.push((ticket, document, changes)),
+                    other => {
+                        self.persist(std::mem::take(&mut persists));
+                        self.carry_out(other);
+                    }
+                }
             }
+            self.persist(persists);
         }
+        // Every commit's `DocumentChanged` came in the loop above (one whose document the
+        // engine dropped meanwhile never comes).
+        self.created.clear();
     }
 
     fn local_commit(&mut self, commit: LocalCommit) {
@@ -344,7 +367,8 @@ impl Device {
         if self.failed.contains_key(&document) {
             return;
         }
-        if self.engine.document(&document).is_some() {
+        // Hot with its heads known: loaded, or a fetched snapshot the engine loads now.
+        if self.engine.heads(&document).is_some() {
             if let Err(e) = self.engine.apply_stored_changes(document, &bytes) {
                 tracing::error!(%document, "the engine refused a stored local change: {e}");
             }
@@ -373,25 +397,7 @@ impl Device {
                 ticket,
                 document,
                 changes,
-            } => match self.repo.apply_changes(document, &changes) {
-                Ok(()) => {
-                    self.progressed = true;
-                    self.engine.persisted(ticket);
-                }
-                Err(Error::Storage(e)) => {
-                    // The engine reloads the document from the store; the relay sends again.
-                    tracing::error!(%document, "storing a peer's changes failed: {e}");
-                    self.engine.persist_failed(ticket);
-                }
-                Err(e) => {
-                    tracing::warn!(%document, "refusing a peer's changes: {e}");
-                    self.fail(
-                        document,
-                        format!("a peer sent changes Tandem cannot use: {e}"),
-                    );
-                    self.engine.persist_failed(ticket);
-                }
-            },
+            } => self.persist(vec![(ticket, document, changes)]),
             Effect::SaveSyncState {
                 document,
                 storage_id,
@@ -406,8 +412,27 @@ impl Device {
                     tracing::warn!(%document, "saving a sync state failed: {e}");
                 }
             }
-            Effect::DocumentChanged { document, changes } => {
-                let kind = self.repo.kind(document).ok().flatten();
+            Effect::DocumentChanged {
+                document,
+                mut changes,
+            } => {
+                let created = self.created.remove(&document);
+                let kind = match &created {
+                    Some(created) => Some(created.kind),
+                    None => self.repo.kind(document).ok().flatten(),
+                };
+                if changes.whole_document
+                    && let Some(created) = created
+                {
+                    // Stored whole, not loaded by the engine: everything under every root key
+                    // changed, as the repo read when it stored it.
+                    changes.paths = created
+                        .root_keys
+                        .iter()
+                        .map(|key| vec![Prop::Map(key.clone())])
+                        .collect();
+                    changes.top_level_keys = created.root_keys.into_iter().collect();
+                }
                 self.events.push(SyncEvent::RemoteChange(RemoteChange::new(
                     document, kind, changes,
                 )));
@@ -431,6 +456,58 @@ impl Device {
                 }
             }
             Effect::PeerLeft(peer) => self.forget(peer.connection),
+        }
+    }
+
+    /// Stores the changes of the engine's `Persist` effects, all in one transaction, and tells
+    /// the engine which committed. Each document's changes are checked on their own (a refused
+    /// one fails only that document); the engine hears `persisted` only after the commit.
+    fn persist(&mut self, persists: Vec<(PersistTicket, DocumentId, Vec<u8>)>) {
+        let results = match persists.as_slice() {
+            [] => return,
+            [(_, document, changes)] => vec![self.repo.apply_peer_changes(*document, changes)],
+            many => {
+                let changes: Vec<(DocumentId, &[u8])> = many
+                    .iter()
+                    .map(|(_, document, changes)| (*document, changes.as_slice()))
+                    .collect();
+                match self.repo.apply_changes_together(&changes) {
+                    Ok(results) => results,
+                    Err(e) => {
+                        // Nothing of the batch is stored: every document reloads, the relay
+                        // sends again.
+                        tracing::error!("storing {} documents' changes failed: {e}", many.len());
+                        for (ticket, _, _) in persists {
+                            self.engine.persist_failed(ticket);
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        for ((ticket, document, _), result) in persists.into_iter().zip(results) {
+            match result {
+                Ok(created) => {
+                    if let Some(created) = created {
+                        self.created.insert(document, created);
+                    }
+                    self.progressed = true;
+                    self.engine.persisted(ticket);
+                }
+                Err(Error::Storage(e)) => {
+                    // The engine reloads the document from the store; the relay sends again.
+                    tracing::error!(%document, "storing a peer's changes failed: {e}");
+                    self.engine.persist_failed(ticket);
+                }
+                Err(e) => {
+                    tracing::warn!(%document, "refusing a peer's changes: {e}");
+                    self.fail(
+                        document,
+                        format!("a peer sent changes Tandem cannot use: {e}"),
+                    );
+                    self.engine.persist_failed(ticket);
+                }
+            }
         }
     }
 

@@ -42,7 +42,7 @@ mod cache;
 use std::path::Path;
 use std::time::Duration;
 
-use automerge::ChangeHash;
+use automerge::{ChangeHash, ReadDoc};
 use chrono::{NaiveDate, Utc};
 
 use self::cache::DocumentCache;
@@ -111,6 +111,13 @@ pub struct Repo {
 pub(crate) struct LocalCommit {
     pub(crate) document: DocumentId,
     pub(crate) bytes: Vec<u8>,
+}
+
+/// A document a peer's changes created: read while it was loaded to be stored.
+#[derive(Clone, Debug)]
+pub(crate) struct CreatedDocument {
+    pub(crate) kind: DocKind,
+    pub(crate) root_keys: Vec<String>,
 }
 
 /// Where the changes of a write come from: this device (they enter the outbox) or a peer.
@@ -457,12 +464,54 @@ impl Repo {
     /// with the refreshed projection. A document this device does not hold yet is created from
     /// them. Returns only after the commit.
     pub fn apply_changes(&mut self, id: DocumentId, bytes: &[u8]) -> Result<()> {
+        self.apply_peer_changes(id, bytes).map(|_| ())
+    }
+
+    /// [`Repo::apply_changes`], telling what a document it created holds: its kind and root
+    /// keys (`None` when the document was already stored).
+    pub(crate) fn apply_peer_changes(
+        &mut self,
+        id: DocumentId,
+        bytes: &[u8],
+    ) -> Result<Option<CreatedDocument>> {
         if self.store.document_exists(id)? {
-            self.persist_edit(id, Origin::Peer, |doc| doc.apply_changes(bytes))
+            self.persist_edit(id, Origin::Peer, |doc| doc.apply_changes(bytes))?;
+            Ok(None)
         } else {
+            // Loading verifies the bytes (hashes, a Tandem document) and gives the projection.
             let document = Document::load(id, bytes)?;
-            self.create(document, Origin::Peer)
+            // They load to exactly this document, so they are its first chunk as they came:
+            // saving it again would only re-encode the same history.
+            self.write(&document, ChunkKind::Snapshot, bytes, &[])?;
+            let created = CreatedDocument {
+                kind: document.kind(),
+                root_keys: document.automerge().keys(automerge::ROOT).collect(),
+            };
+            self.keep(document);
+            Ok(Some(created))
         }
+    }
+
+    /// [`Repo::apply_changes`] for several documents in one store transaction (one flush of the
+    /// log instead of one per document). Returns each one's result, only after the commit; if
+    /// the commit fails, nothing is stored and that error is returned.
+    pub(crate) fn apply_changes_together(
+        &mut self,
+        changes: &[(DocumentId, &[u8])],
+    ) -> Result<Vec<Result<Option<CreatedDocument>>>> {
+        self.store.begin()?;
+        let results: Vec<_> = changes
+            .iter()
+            .map(|(id, bytes)| self.apply_peer_changes(*id, bytes))
+            .collect();
+        if let Err(e) = self.store.commit() {
+            // The cache holds what the lost transaction wrote: read it from the store again.
+            for (id, _) in changes {
+                self.cache.remove(id);
+            }
+            return Err(e);
+        }
+        Ok(results)
     }
 
     /// Folds the document's chunks into one snapshot. Every change survives: the snapshot is

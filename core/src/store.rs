@@ -206,6 +206,41 @@ impl Store {
     }
 
     /// Whether the store holds a document with this id.
+    /// Runs `writes` as one transaction: the chunks, projection rows and outbox entries it
+    /// writes through this store commit together, with one flush of the log (one fsync under
+    /// [`Durability::Full`]) instead of one per write. Each write inside is a savepoint, so one
+    /// that fails undoes only itself. Returns `writes`' result only after `COMMIT`; if the
+    /// commit fails, none of it is stored and the error is returned instead.
+    pub fn in_one_transaction<T>(&mut self, writes: impl FnOnce(&mut Self) -> T) -> Result<T> {
+        self.begin()?;
+        let out = writes(self);
+        self.commit()?;
+        Ok(out)
+    }
+
+    /// Opens the transaction of [`Store::in_one_transaction`], for a caller that cannot pass a
+    /// closure (the repo writes through itself).
+    pub(crate) fn begin(&mut self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            // Left open by a batch that never finished (a panic): none of it was reported
+            // durable, so none of it is kept.
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        self.conn.execute_batch("BEGIN")?;
+        Ok(())
+    }
+
+    /// Commits what [`Store::begin`] opened; on failure nothing of it is stored.
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     pub fn document_exists(&self, id: DocumentId) -> Result<bool> {
         Ok(self
             .conn

@@ -90,7 +90,7 @@ mod digest;
 mod document;
 mod effect;
 mod engine;
-mod fetch;
+pub(crate) mod fetch;
 mod message;
 mod peer;
 mod peer_index;

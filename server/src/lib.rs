@@ -20,6 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tandem_core::sync::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -107,6 +108,14 @@ impl Server {
             tracing::info!("shutting down: closing connections");
             let _ = shutdown.send(true);
         };
+        // Frames go out as the hub hands them over: without TCP_NODELAY a small frame after a
+        // large one (a fetch's `done` after its snapshot batches) can wait for the peer's
+        // delayed acknowledgement, tens of milliseconds.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("could not set TCP_NODELAY on a connection: {e}");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(graceful)
             .await?;

@@ -30,6 +30,14 @@
 //!   (no fsync per commit; WAL writes and checkpoints are in the count, the kernel's work is not).
 //! - `projection`: `Store::append_chunk` with no bytes and the projection of a plan with 10 goals
 //!   (no milestones or check-ins): the delete-and-insert of the plan's query rows, in memory.
+//! - `fetch`: a fresh device engine (`Role::Device`, storage answered at once) receiving a relay
+//!   engine's answer to its `tandem-fetch` `want` for N plan-like documents (~390 B saved each,
+//!   as the sync bench seeds them): manifest, snapshot batches, `done`, and every effect carried
+//!   out. One operation is one document. The relay's answer is recorded in the setup.
+//! - `fetch-device`: the same answer (for N plans made by a `Repo`) received by a real
+//!   [`Device`](tandem_core::device::Device) on a store file (`Durability::Full`; the kernel's
+//!   work, fsync included, is not in the count): each snapshot verified, stored with its
+//!   projection, progress and the app's events. One operation is one document.
 //!
 //! Operations are run through `std::hint::black_box` so the optimiser cannot drop them.
 
@@ -41,7 +49,10 @@ use automerge::transaction::Transactable;
 use automerge::{AutomergeError, ROOT};
 use chrono::{TimeZone, Utc};
 use tandem_core::DocumentId;
-use tandem_core::model::{DocKind, NewGoal, NewPlan, Plan, SessionLog};
+use tandem_core::device::SyncEvent;
+use tandem_core::model::{
+    DirectoryEntry, DocKind, NewDirectory, NewGoal, NewPlan, Plan, SessionLog,
+};
 use tandem_core::repo::{Repo, RepoConfig};
 use tandem_core::store::{ChunkKind, DocumentWrite, Durability, Projection, Store, StoreConfig};
 use tandem_core::sync::{
@@ -53,13 +64,15 @@ use tandem_server::accounts::{Device, Grant, Role as AccountRole, TokenState, Us
 use tandem_server::auth::Identity;
 use tandem_tests::fixtures::{fill_plan, new_session};
 
-const PATHS: [&str; 6] = [
+const PATHS: [&str; 8] = [
     "decode",
     "sync",
     "sync-policy",
     "append",
     "append-file",
     "projection",
+    "fetch",
+    "fetch-device",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -224,6 +237,43 @@ fn run(path: &str, n: usize, setup_only: bool) -> anyhow::Result<u64> {
                 for _ in 0..n {
                     let id = store.append_chunk(black_box(&write))?;
                     out += u64::from(id.is_none());
+                }
+            }
+        }
+        "fetch" => {
+            let answer = record_fetch(n)?;
+            let (mut device, connection) = fetching_device(&answer)?;
+            if !setup_only {
+                for frame in &answer.frames {
+                    device.frame_received(connection, black_box(frame));
+                    out += device_carries_out(&mut device);
+                }
+                let progress = device
+                    .fetch_progress(connection)
+                    .context("no fetch progress")?;
+                if progress.documents_done != n as u64 || out != n as u64 {
+                    bail!("fetched {progress:?}, {out} documents changed, of {n}");
+                }
+            }
+        }
+        "fetch-device" => {
+            let answer = record_fetch_plans(n)?;
+            let dir = tempfile::tempdir()?;
+            let (mut device, connection) =
+                fetching_repo_device(&answer, &dir.path().join("fetch.db"))?;
+            if !setup_only {
+                for frame in &answer.frames {
+                    device.frame_received(connection, black_box(frame));
+                    let _ = device.take_outgoing();
+                    out += device
+                        .take_events()
+                        .iter()
+                        .filter(|e| matches!(e, SyncEvent::RemoteChange(_)))
+                        .count() as u64;
+                }
+                let progress = device.status().fetch;
+                if progress.documents_done != n as u64 || out != n as u64 {
+                    bail!("fetched {progress:?}, {out} documents changed, of {n}");
                 }
             }
         }
@@ -566,6 +616,213 @@ fn exchange(
             return;
         }
     }
+}
+
+// ---- fetch: a fresh device receiving a relay's snapshot fetch ------------------------------------
+
+/// A relay's answer to one `want`: the frames a relay engine sent (the manifest, the snapshot
+/// batches, `done`) for `ids`, and the handshake frames a device needs before it.
+struct FetchAnswer {
+    ids: Vec<DocumentId>,
+    /// The relay's `peer` answer to a device's `join`.
+    handshake: Vec<u8>,
+    frames: Vec<Vec<u8>>,
+}
+
+/// `n` plan-like documents (`fill_plan`, ~390 B saved, as the sync bench seeds) hot in a relay
+/// engine that offers the snapshot fetch, and its answer to a device wanting all of them.
+fn record_fetch(n: usize) -> anyhow::Result<FetchAnswer> {
+    let mut relay = fetch_relay();
+    let mut ids = Vec::with_capacity(n);
+    for index in 0..n {
+        let document = DocumentId::random();
+        relay
+            .create_document(document, |doc| fill_plan(doc, &format!("student-{index}")))?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ids.push(document);
+    }
+    relay_answers_want(relay, ids)
+}
+
+/// The same with plans made by a `Repo` (with ids, goals and the layout the projection reads),
+/// stored on the relay as the repo saved them.
+fn record_fetch_plans(n: usize) -> anyhow::Result<FetchAnswer> {
+    let mut repo = repo()?;
+    let mut relay = fetch_relay();
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let plan = repo.create_plan(new_plan())?;
+        repo.add_goal(
+            plan,
+            NewGoal {
+                title: "Pass calculus".into(),
+                description: String::new(),
+                category: "academic".into(),
+                target_date: None,
+            },
+        )?;
+        let bytes: Vec<u8> = repo
+            .store()
+            .load_chunks(plan.0)?
+            .into_iter()
+            .flat_map(|c| c.bytes)
+            .collect();
+        load_stored(&mut relay, plan.0, &bytes)?;
+        ids.push(plan.0);
+    }
+    repo.clear_cache();
+    relay_answers_want(relay, ids)
+}
+
+fn fetch_relay() -> SyncEngine {
+    SyncEngine::new(
+        EngineConfig::new("bench-relay", Role::Relay)
+            .with_storage_id("bench-relay-storage")
+            .with_snapshot_fetch(true),
+    )
+}
+
+/// Runs a device engine's handshake and `want` against `relay` and records the relay's answer.
+fn relay_answers_want(mut relay: SyncEngine, ids: Vec<DocumentId>) -> anyhow::Result<FetchAnswer> {
+    let mut device = SyncEngine::new(
+        EngineConfig::new("bench-device", Role::Device).with_storage_id("bench-device-storage"),
+    );
+    let on_relay = relay.connection_opened(Direction::Incoming);
+    let on_device = device.connection_opened(Direction::Outgoing);
+    let mut handshake = None;
+    let mut frames = Vec::new();
+    let mut opened = false;
+    loop {
+        let mut quiet = true;
+        for effect in device.take_effects() {
+            quiet = false;
+            match effect {
+                Effect::Send { frame, .. } => relay.frame_received(on_relay, &frame),
+                Effect::LoadDocument { document } => {
+                    device.document_loaded(document, StoredDocument::default())?;
+                }
+                _ => {}
+            }
+        }
+        for effect in relay.take_effects() {
+            quiet = false;
+            match effect {
+                Effect::Send { frame, .. } => {
+                    if handshake.is_none() {
+                        handshake = Some(frame.clone());
+                        device.frame_received(on_device, &frame);
+                    } else {
+                        frames.push(frame);
+                    }
+                }
+                Effect::Persist { ticket, .. } => relay.persisted(ticket),
+                _ => {}
+            }
+        }
+        if quiet && !opened && handshake.is_some() {
+            opened = true;
+            quiet = false;
+            for document in &ids {
+                device.open_document(*document);
+            }
+        }
+        if quiet {
+            break;
+        }
+    }
+    Ok(FetchAnswer {
+        ids,
+        handshake: handshake.context("the relay never answered the join")?,
+        frames,
+    })
+}
+
+/// A fresh device engine that joined and sent its `want` for the answer's documents, ready to
+/// receive the answer.
+fn fetching_device(answer: &FetchAnswer) -> anyhow::Result<(SyncEngine, ConnectionId)> {
+    let mut device = SyncEngine::new(
+        EngineConfig::new("bench-device", Role::Device).with_storage_id("bench-device-storage"),
+    );
+    let connection = device.connection_opened(Direction::Outgoing);
+    device.frame_received(connection, &answer.handshake);
+    for document in &answer.ids {
+        device.open_document(*document);
+    }
+    device_carries_out(&mut device);
+    Ok((device, connection))
+}
+
+/// Carries out a device engine's effects with storage answering at once. Returns how many
+/// documents it reported changed.
+fn device_carries_out(device: &mut SyncEngine) -> u64 {
+    let mut changed = 0;
+    loop {
+        let effects = device.take_effects();
+        if effects.is_empty() {
+            return changed;
+        }
+        for effect in effects {
+            match effect {
+                Effect::Persist {
+                    ticket, changes, ..
+                } => {
+                    black_box(changes);
+                    device.persisted(ticket);
+                }
+                Effect::LoadDocument { document } => {
+                    let _ = device.document_loaded(document, StoredDocument::default());
+                }
+                Effect::DocumentChanged { changes, .. } => {
+                    black_box(changes);
+                    changed += 1;
+                }
+                other => {
+                    black_box(other);
+                }
+            }
+        }
+    }
+}
+
+/// A fresh `Device` (repo on a file at `path`, `Durability::Full` as on a phone) following a
+/// directory that lists the answer's documents, connected: its `want` for all of them is sent.
+fn fetching_repo_device(
+    answer: &FetchAnswer,
+    path: &std::path::Path,
+) -> anyhow::Result<(tandem_core::device::Device, ConnectionId)> {
+    let config = RepoConfig::new(UserId::from("carla"), "bench");
+    {
+        // The directory is written without a flush per entry; only the fetch is measured.
+        let mut repo = Repo::open(
+            path,
+            RepoConfig {
+                durability: Durability::Normal,
+                ..config.clone()
+            },
+        )?;
+        let directory = repo.create_directory(NewDirectory {
+            program: "bench".into(),
+            coach: UserId::from("carla"),
+            mentee: UserId::from("ana"),
+        })?;
+        for (index, document) in answer.ids.iter().enumerate() {
+            repo.add_directory_entry(
+                directory,
+                DirectoryEntry {
+                    document: *document,
+                    kind: DocKind::Plan,
+                    title: format!("plan {index}"),
+                },
+            )?;
+        }
+        repo.store_mut().follow(directory.0)?;
+    }
+    let mut device = tandem_core::device::Device::new(Repo::open(path, config)?)?;
+    let connection = device.connection_opened();
+    device.frame_received(connection, &answer.handshake);
+    let _ = device.take_outgoing();
+    let _ = device.take_events();
+    Ok((device, connection))
 }
 
 // ---- store: a logged session and a plan, made by the repo -----------------------------------

@@ -559,3 +559,188 @@ fn edits_made_while_messages_are_in_flight_are_all_saved() {
     assert_eq!(status.pending_changes, 0, "{status:?}");
     assert!(status.is_complete());
 }
+
+/// A world whose relay answers the snapshot fetch.
+fn fetch_world() -> World {
+    let mut world = World::new();
+    world.relay.engine = SyncEngine::new(
+        EngineConfig::new("relay", Role::Relay)
+            .with_storage_id("relay-storage")
+            .with_snapshot_fetch(true),
+    );
+    world
+}
+
+#[test]
+fn fetched_snapshots_are_stored_together_with_their_projection_and_named_whole() {
+    let mut world = fetch_world();
+    let a = world.add_device("carla");
+    let b = world.add_device("ana");
+    let (plan, directory) = plan_in_directory(&mut world, a);
+    let more: Vec<PlanId> = world.devices[a]
+        .with_repo(|repo| {
+            let mut plans = Vec::new();
+            for i in 0..5 {
+                let plan = repo.create_plan(new_plan())?;
+                repo.add_goal(plan, new_goal(&format!("goal {i}")))?;
+                repo.add_directory_entry(
+                    directory,
+                    DirectoryEntry {
+                        document: plan.0,
+                        kind: DocKind::Plan,
+                        title: format!("plan {i}"),
+                    },
+                )?;
+                plans.push(plan);
+            }
+            Ok(plans)
+        })
+        .unwrap();
+    world.connect(a);
+    assert!(world.devices[a].status().is_complete());
+
+    world.devices[b].follow(directory.0).unwrap();
+    world.connect(b);
+    let status = world.devices[b].status();
+    assert!(status.is_complete(), "{status:?}");
+    // The directory came first, then its six plans in one `want`, as snapshots.
+    assert!(
+        status.fetch.is_complete() && status.fetch.documents_total == 7,
+        "{status:?}"
+    );
+    let plans = world.devices[b]
+        .repo()
+        .plans_of_mentee(&UserId::from("ana"))
+        .unwrap();
+    assert_eq!(plans.len(), 6, "every plan with its projection");
+    for id in more.iter().chain([&plan]) {
+        // The app hears each document changed under every root key, as for a loaded one.
+        let change = world.events[b]
+            .iter()
+            .find_map(|e| match e {
+                SyncEvent::RemoteChange(change) if change.document == id.0 => Some(change),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(change.kind, Some(DocKind::Plan));
+        assert!(
+            change.top_level_keys.contains(&"goals".to_owned()),
+            "{change:?}"
+        );
+        assert!(change.paths.contains(&"goals".to_owned()), "{change:?}");
+        let stored = world.devices[b].repo().store().load_chunks(id.0).unwrap();
+        assert_eq!(stored.len(), 1, "stored as the one snapshot it came as");
+    }
+    // The engine has not loaded them; an edit loads one, and it syncs as usual.
+    assert!(world.devices[b].engine().document(&more[0].0).is_none());
+    world.devices[b]
+        .with_repo(|repo| repo.add_goal(more[0], new_goal("from ana")).map(|_| ()))
+        .unwrap();
+    world.run_until_quiet();
+    assert!(world.devices[b].engine().document(&more[0].0).is_some());
+    assert!(world.devices[b].status().is_complete());
+    let goals = world.devices[a]
+        .with_repo(|repo| repo.plan(more[0]))
+        .unwrap()
+        .goals;
+    assert!(goals.iter().any(|g| g.title == "from ana"), "{goals:?}");
+}
+
+#[test]
+fn a_snapshot_whose_content_does_not_load_is_refused_and_stores_nothing() {
+    use crate::sync::fetch::push_snapshot;
+    use crate::sync::{FetchStep, Message};
+    use sha2::{Digest, Sha256};
+
+    // Two plans made elsewhere, each saved as one document chunk.
+    let mut origin = Repo::open_in_memory(RepoConfig::new(UserId::from("carla"), "c")).unwrap();
+    let mut saved = Vec::new();
+    for _ in 0..2 {
+        let plan = origin.create_plan(new_plan()).unwrap();
+        let bytes: Vec<u8> = origin
+            .store()
+            .load_chunks(plan.0)
+            .unwrap()
+            .into_iter()
+            .flat_map(|c| c.bytes)
+            .collect();
+        saved.push((plan, automerge::Automerge::load(&bytes).unwrap().save()));
+    }
+    let (good, good_bytes) = saved[0].clone();
+    let (bad, mut bad_bytes) = saved[1].clone();
+    // One byte of its content changed, and the chunk's checksum made to match again: the header
+    // reads as a whole document, the history does not hash to its heads.
+    let at = bad_bytes
+        .windows(3)
+        .position(|w| w == b"ana")
+        .expect("the mentee is in the snapshot");
+    bad_bytes[at + 2] = b'b';
+    let checksum = Sha256::digest(&bad_bytes[8..]);
+    bad_bytes[4..8].copy_from_slice(&checksum[..4]);
+    assert!(automerge::Automerge::load(&bad_bytes).is_err());
+    assert!(crate::sync::fetch::snapshot_heads(&bad_bytes).is_some());
+
+    // A fresh device following both; its `want` lists them together.
+    let mut repo = Repo::open_in_memory(RepoConfig::new(UserId::from("ana"), "a")).unwrap();
+    repo.store_mut().follow(good.0).unwrap();
+    repo.store_mut().follow(bad.0).unwrap();
+    let mut device = Device::new(repo).unwrap();
+    let mut relay = SyncEngine::new(
+        EngineConfig::new("relay", Role::Relay)
+            .with_storage_id("relay-storage")
+            .with_snapshot_fetch(true),
+    );
+    let on_relay = relay.connection_opened(Direction::Incoming);
+    let connection = device.connection_opened();
+    for out in device.take_outgoing() {
+        if let super::Outgoing::Frame { frame, .. } = out {
+            relay.frame_received(on_relay, &frame);
+        }
+    }
+    for effect in relay.take_effects() {
+        if let Effect::Send { frame, .. } = effect {
+            device.frame_received(connection, &frame);
+        }
+    }
+    let frame = |step| {
+        Message::Fetch {
+            sender_id: "relay".into(),
+            target_id: "device".into(),
+            step,
+        }
+        .encode()
+    };
+    let mut batch = Vec::new();
+    push_snapshot(&mut batch, &good.0, &good_bytes);
+    push_snapshot(&mut batch, &bad.0, &bad_bytes);
+    device.frame_received(
+        connection,
+        &frame(FetchStep::Manifest {
+            count: 2,
+            bytes: (good_bytes.len() + bad_bytes.len()) as u64,
+        }),
+    );
+    device.frame_received(connection, &frame(FetchStep::Snapshots(batch)));
+    let events = device.take_events();
+    assert!(
+        events.iter().any(
+            |e| matches!(e, SyncEvent::Failed { document, reason } if *document == bad.0 && reason.contains("cannot use"))
+        ),
+        "{events:?}"
+    );
+    let store = device.repo().store();
+    assert!(
+        !store.document_exists(bad.0).unwrap(),
+        "nothing of it stored"
+    );
+    assert!(store.document_exists(good.0).unwrap(), "the other one is");
+    assert_eq!(
+        device
+            .repo()
+            .plans_of_mentee(&UserId::from("ana"))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(device.status().fetch.documents_done, 1);
+}

@@ -9,7 +9,7 @@
 
 use automerge::ChangeHash;
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::outbox;
@@ -81,7 +81,8 @@ pub struct StoredBytes {
 
 impl Store {
     /// Appends a document's chunk and replaces its projection rows, in one transaction. Returns
-    /// only after `COMMIT`; on any error nothing of the write is stored.
+    /// only after `COMMIT` (inside [`Store::in_one_transaction`]: as part of that transaction,
+    /// which the caller commits); on any error nothing of the write is stored.
     ///
     /// Returns the new chunk's id, or `None` when `bytes` was empty (projection only). A new
     /// document needs bytes; a document stored with another kind, or a projection of another
@@ -107,7 +108,9 @@ impl Store {
             )));
         }
         let now = now_millis();
-        let tx = self.conn.transaction()?;
+        // A savepoint: its own transaction when alone, one part of the caller's when inside
+        // `Store::in_one_transaction` (a failed write then undoes only itself).
+        let tx = self.conn.savepoint()?;
         upsert_document(&tx, write, now)?;
         let chunk = if write.bytes.is_empty() {
             None
@@ -215,7 +218,7 @@ impl Store {
 }
 
 /// Creates the document's row, or touches it, refusing a change of kind.
-fn upsert_document(tx: &Transaction<'_>, write: &DocumentWrite<'_>, now: i64) -> Result<()> {
+fn upsert_document(tx: &Connection, write: &DocumentWrite<'_>, now: i64) -> Result<()> {
     let id = &write.id.as_bytes()[..];
     let stored: Option<String> = tx
         .query_row("SELECT kind FROM documents WHERE id = ?1", [id], |row| {
@@ -254,7 +257,7 @@ fn upsert_document(tx: &Transaction<'_>, write: &DocumentWrite<'_>, now: i64) ->
 }
 
 fn insert_chunk(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     document: DocumentId,
     kind: ChunkKind,
     bytes: &[u8],
@@ -381,6 +384,48 @@ mod tests {
     }
 
     #[test]
+    fn writes_in_one_transaction_commit_together_and_a_refused_one_alone_is_left_out() {
+        let (_dir, path, mut store) = temp_store(StoreConfig::default());
+        let kept = DocumentId::random();
+        store.append_chunk(&notes_write(kept, b"first")).unwrap();
+        let (a, b) = (DocumentId::random(), DocumentId::random());
+        let results = store
+            .in_one_transaction(|store| {
+                let mut results = vec![
+                    store.append_chunk(&notes_write(a, b"a")).map(|_| ()),
+                    // Refused (another kind): only this write is undone.
+                    store
+                        .append_chunk(&DocumentWrite {
+                            kind: DocKind::Directory,
+                            projection: Projection::Directory,
+                            ..notes_write(kept, b"second")
+                        })
+                        .map(|_| ()),
+                    store.append_chunk(&notes_write(b, b"b")).map(|_| ()),
+                ];
+                // Another connection sees none of it before the commit.
+                let other = Connection::open(&path).unwrap();
+                let visible: i64 = other
+                    .query_row("SELECT count(*) FROM documents", [], |row| row.get(0))
+                    .unwrap();
+                results.push(if visible == 1 {
+                    Ok(())
+                } else {
+                    Err(Error::invalid(format!("{visible} documents visible")))
+                });
+                results
+            })
+            .unwrap();
+        assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+        assert!(matches!(results[1], Err(Error::Invalid(_))));
+        drop(store);
+        let store = Store::open(&path, StoreConfig::default()).unwrap();
+        assert_eq!(all_bytes(&store.load_chunks(a).unwrap()), [b"a"]);
+        assert_eq!(all_bytes(&store.load_chunks(b).unwrap()), [b"b"]);
+        assert_eq!(all_bytes(&store.load_chunks(kept).unwrap()), [b"first"]);
+    }
+
+    #[test]
     fn a_document_keeps_its_kind_and_a_projection_must_match_it() {
         let mut store = Store::open_in_memory().unwrap();
         let id = DocumentId::random();
@@ -461,7 +506,7 @@ mod tests {
         drop(store);
 
         // Flip bytes in place, as a bad sector or a buggy tool would.
-        let raw = rusqlite::Connection::open(&path).unwrap();
+        let raw = Connection::open(&path).unwrap();
         raw.execute(
             "UPDATE chunks SET bytes = X'7365636F6E64FF' WHERE bytes = CAST('second' AS BLOB)",
             [],
@@ -506,7 +551,7 @@ mod tests {
         store.append_chunk(&notes_write(healthy, b"fine")).unwrap();
         drop(store);
 
-        let raw = rusqlite::Connection::open(&path).unwrap();
+        let raw = Connection::open(&path).unwrap();
         raw.execute(
             "UPDATE chunks SET bytes = substr(bytes, 1, 5) WHERE document = ?1",
             [&truncated.as_bytes()[..]],

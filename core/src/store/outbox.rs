@@ -6,7 +6,7 @@
 //! them saved when the relay's advertised heads cover them ([`Store::mark_saved`]).
 
 use automerge::ChangeHash;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, now_millis};
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ pub struct Unsaved {
 /// Adds local changes to the outbox inside the caller's transaction. A change recorded twice
 /// keeps its first row.
 pub(super) fn record(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     document: DocumentId,
     changes: &[ChangeHash],
     now: i64,

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::types::Type;
-use rusqlite::{Row, Transaction, params};
+use rusqlite::{Connection, Row, params};
 
 use super::Store;
 use crate::error::{Error, Result};
@@ -372,7 +372,7 @@ impl Store {
 /// Replaces the projection rows of `document` with what `projection` says, inside the caller's
 /// transaction.
 pub(super) fn replace(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     document: DocumentId,
     projection: &Projection<'_>,
 ) -> Result<()> {
@@ -401,7 +401,7 @@ fn expect_id(document: DocumentId, described: DocumentId) -> Result<()> {
     }
 }
 
-fn delete_plan(tx: &Transaction<'_>, plan: DocumentId) -> Result<()> {
+fn delete_plan(tx: &Connection, plan: DocumentId) -> Result<()> {
     let id = &plan.as_bytes()[..];
     // Children first, so this does not depend on cascades being enabled.
     for sql in [
@@ -416,7 +416,7 @@ fn delete_plan(tx: &Transaction<'_>, plan: DocumentId) -> Result<()> {
     Ok(())
 }
 
-fn insert_plan(tx: &Transaction<'_>, plan: &Plan) -> Result<()> {
+fn insert_plan(tx: &Connection, plan: &Plan) -> Result<()> {
     let id = &plan.id.0.as_bytes()[..];
     tx.prepare_cached(
         "INSERT INTO plans (id, mentee, program, term, schema_version) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -484,7 +484,7 @@ fn insert_plan(tx: &Transaction<'_>, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-fn delete_session(tx: &Transaction<'_>, session: DocumentId) -> Result<()> {
+fn delete_session(tx: &Connection, session: DocumentId) -> Result<()> {
     let id = &session.as_bytes()[..];
     tx.prepare_cached("DELETE FROM action_items WHERE session = ?1")?
         .execute([id])?;
@@ -493,7 +493,7 @@ fn delete_session(tx: &Transaction<'_>, session: DocumentId) -> Result<()> {
     Ok(())
 }
 
-fn insert_session(tx: &Transaction<'_>, session: &SessionLog) -> Result<()> {
+fn insert_session(tx: &Connection, session: &SessionLog) -> Result<()> {
     let id = &session.id.0.as_bytes()[..];
     tx.prepare_cached(
         "INSERT INTO sessions

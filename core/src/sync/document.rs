@@ -10,8 +10,14 @@ use super::{Access, ChangedPaths, ConnectionId, PersistTicket, StorageId};
 /// A hot document.
 #[derive(Debug, Default)]
 pub(crate) struct HotDocument {
-    /// `None` while the driver loads it; inputs wait in `queued`.
+    /// The loaded document. `None` while the driver loads it (inputs wait in `queued`), or while
+    /// it is held as a stored snapshot not yet loaded (`snapshot`).
     pub(crate) doc: Option<Automerge>,
+    /// Device: a fetched snapshot handed to storage whole and not loaded, because nothing has
+    /// read the document since (loading is most of what storing a small fetched document
+    /// costs). Its heads answer every question about where the document is; anything that needs
+    /// its content loads it first (`SyncEngine::loaded`). Never set together with `doc`.
+    pub(crate) snapshot: Option<UnloadedSnapshot>,
     pub(crate) queued: Vec<Queued>,
     pub(crate) sessions: BTreeMap<ConnectionId, PeerSession>,
     /// Persists not yet confirmed; while any is outstanding, no sync message for this document is
@@ -34,10 +40,24 @@ impl HotDocument {
         Self::default()
     }
 
+    /// The driver has not answered its load yet.
+    pub(crate) fn is_loading(&self) -> bool {
+        self.doc.is_none() && self.snapshot.is_none()
+    }
+
+    /// The document's heads; `None` while it loads.
+    pub(crate) fn heads(&self) -> Option<Vec<ChangeHash>> {
+        match (&self.doc, &self.snapshot) {
+            (Some(doc), _) => Some(doc.get_heads()),
+            (None, Some(snapshot)) => Some(snapshot.heads.clone()),
+            (None, None) => None,
+        }
+    }
+
     /// Nothing but the stored document is held: it can be dropped and loaded again later
     /// without losing an input, an unconfirmed change or a peer's subscription.
     pub(crate) fn is_cold(&self) -> bool {
-        self.doc.is_some()
+        !self.is_loading()
             && self.pending.is_empty()
             && self.queued.is_empty()
             && self.sessions.is_empty()
@@ -46,8 +66,19 @@ impl HotDocument {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.doc.as_ref().is_none_or(|d| d.get_heads().is_empty())
+        match (&self.doc, &self.snapshot) {
+            (Some(doc), _) => doc.get_heads().is_empty(),
+            (None, Some(snapshot)) => snapshot.heads.is_empty(),
+            (None, None) => true,
+        }
     }
+}
+
+/// A document's `save()` bytes as a peer sent them, with the heads their header names.
+#[derive(Debug)]
+pub(crate) struct UnloadedSnapshot {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) heads: Vec<ChangeHash>,
 }
 
 /// An input that arrived while the document was loading.

@@ -87,4 +87,8 @@ pub struct ChangedPaths {
     pub top_level_keys: BTreeSet<String>,
     /// Each changed location, from the root to the changed property, without duplicates.
     pub paths: Vec<Vec<Prop>>,
+    /// The document was empty and arrived whole (a fetched snapshot, which the engine stores
+    /// without loading it): everything in it changed. `top_level_keys` and `paths` are then
+    /// left empty; a driver that needs them reads the root keys of the document it stored.
+    pub whole_document: bool,
 }

@@ -320,9 +320,8 @@ impl SyncEngine {
             let mut changed = 0u64;
             let ids: Vec<DocumentId> = self.documents.keys().copied().collect();
             for id in ids {
-                let heads = match self.documents.get(&id).and_then(|d| d.doc.as_ref()) {
-                    Some(doc) => doc.get_heads(),
-                    None => continue,
+                let Some(heads) = self.documents.get(&id).and_then(HotDocument::heads) else {
+                    continue;
                 };
                 if use_digest && !heads.is_empty() {
                     if self.decide(connection, &id) != Access::None {
@@ -634,7 +633,7 @@ impl SyncEngine {
                     if self
                         .documents
                         .get(&document)
-                        .is_some_and(|d| d.doc.is_some())
+                        .is_some_and(|d| !d.is_loading())
                     {
                         self.offer(document, connection);
                         self.flush(document);
@@ -660,7 +659,7 @@ impl SyncEngine {
             return None;
         }
         match self.documents.get_mut(&document) {
-            Some(hot) if hot.doc.is_some() => Some(true),
+            Some(hot) if !hot.is_loading() => Some(true),
             Some(hot) => {
                 hot.start_sessions.push(connection);
                 Some(false)
@@ -924,7 +923,7 @@ impl SyncEngine {
         if !hot.pending.is_empty() {
             return None;
         }
-        hot.doc.as_ref().map(Automerge::get_heads)
+        hot.heads()
     }
 
     /// Relay: the committed heads of a document moved (or may have): cached peer indexes holding
@@ -1026,7 +1025,7 @@ impl SyncEngine {
         let Some(hot) = self.documents.get_mut(&document) else {
             return Ok(());
         };
-        if hot.doc.is_some() {
+        if !hot.is_loading() {
             return Ok(());
         }
         let doc = match stored.bytes {
@@ -1133,6 +1132,7 @@ impl SyncEngine {
         document: DocumentId,
         edit: impl FnOnce(&mut Automerge) -> R,
     ) -> Result<R> {
+        self.loaded(document);
         let doc = self
             .documents
             .get_mut(&document)
@@ -1153,6 +1153,7 @@ impl SyncEngine {
     /// Applies changes the driver has already made durable (written by another relay process, or
     /// by the device's own store) and syncs them to peers without another persist.
     pub fn apply_stored_changes(&mut self, document: DocumentId, changes: &[u8]) -> Result<()> {
+        self.loaded(document);
         let doc = self
             .documents
             .get_mut(&document)
@@ -1237,13 +1238,15 @@ impl SyncEngine {
         self.ticket_heads.get(&ticket).map(Vec::as_slice)
     }
 
-    /// A hot document, if loaded.
+    /// A hot document, if loaded. A fetched snapshot the engine stored without loading it (see
+    /// `sync::fetch`) is not loaded until something needs its content: [`SyncEngine::heads`]
+    /// and [`SyncEngine::save_document`] answer for it, this does not.
     pub fn document(&self, document: &DocumentId) -> Option<&Automerge> {
         self.documents.get(document)?.doc.as_ref()
     }
 
     pub fn heads(&self, document: &DocumentId) -> Option<Vec<ChangeHash>> {
-        self.document(document).map(Automerge::get_heads)
+        self.documents.get(document)?.heads()
     }
 
     /// The heads the peer on `connection` last advertised for the document (the sync state's
@@ -1274,9 +1277,10 @@ impl SyncEngine {
         let Some(hot) = self.documents.get(document) else {
             return true;
         };
-        let Some(doc) = hot.doc.as_ref() else {
+        let Some(mut ours) = hot.heads() else {
             return false;
         };
+        ours.sort();
         if !hot.pending.is_empty() || !hot.queued.is_empty() {
             return false;
         }
@@ -1287,8 +1291,6 @@ impl SyncEngine {
             }
             // The peer sent us this document's snapshot at these heads.
             if let Some(heads) = self.fetched_heads(document, connection) {
-                let mut ours = doc.get_heads();
-                ours.sort();
                 let mut theirs = heads.clone();
                 theirs.sort();
                 return ours == theirs;
@@ -1299,8 +1301,6 @@ impl SyncEngine {
                     !held.contains_key(document)
                 }
                 Some(DigestState::Agreed(agreed)) => agreed.get(document).is_none_or(|heads| {
-                    let mut ours = doc.get_heads();
-                    ours.sort();
                     let mut theirs = heads.clone();
                     theirs.sort();
                     ours == theirs
@@ -1311,8 +1311,6 @@ impl SyncEngine {
         if session.status == PeerStatus::Unavailable {
             return true;
         }
-        let mut ours = doc.get_heads();
-        ours.sort();
         match session.state.their_heads.as_ref() {
             Some(theirs) => {
                 let mut theirs = theirs.clone();
@@ -1335,7 +1333,12 @@ impl SyncEngine {
 
     /// The whole document in automerge's compact form.
     pub fn save_document(&self, document: &DocumentId) -> Option<Vec<u8>> {
-        self.document(document).map(Automerge::save)
+        let hot = self.documents.get(document)?;
+        match (&hot.doc, &hot.snapshot) {
+            (Some(doc), _) => Some(doc.save()),
+            (None, Some(snapshot)) => Some(snapshot.bytes.clone()),
+            (None, None) => None,
+        }
     }
 
     /// Sends application data about a document to every peer syncing it; never stored.
@@ -1369,7 +1372,7 @@ impl SyncEngine {
             is_request,
         };
         match self.documents.get_mut(&document) {
-            Some(hot) if hot.doc.is_some() => self.apply_sync(document, input),
+            Some(hot) if !hot.is_loading() => self.apply_sync(document, input),
             Some(hot) => hot.queued.push(input),
             None => {
                 let mut hot = HotDocument::loading();
@@ -1382,6 +1385,13 @@ impl SyncEngine {
 
     /// Applies one peer's sync message to a loaded document.
     fn apply_sync(&mut self, document: DocumentId, input: Queued) {
+        if !self.loaded(document) {
+            // Its stored snapshot did not load: the input waits for the reload from storage.
+            if let Some(hot) = self.documents.get_mut(&document) {
+                hot.queued.push(input);
+            }
+            return;
+        }
         let Queued {
             connection,
             access,
@@ -1540,7 +1550,7 @@ impl SyncEngine {
                 .sessions
                 .values()
                 .all(|s| s.status == PeerStatus::Unavailable);
-        if hot.wanted_locally && hot.doc.is_some() && hot.is_empty() && nobody_has_it {
+        if hot.wanted_locally && !hot.is_loading() && hot.is_empty() && nobody_has_it {
             hot.wanted_locally = false;
             self.effects.push(Effect::DocumentUnavailable { document });
         }
@@ -1624,11 +1634,11 @@ impl SyncEngine {
             return;
         };
         if self.config.role == Role::Device
-            && let Some(doc) = hot.doc.as_ref()
+            && let Some(heads) = hot.heads()
         {
-            self.held_index.record(document, &doc.get_heads());
+            self.held_index.record(document, &heads);
         }
-        if hot.doc.is_none() || !hot.pending.is_empty() {
+        if hot.is_loading() || !hot.pending.is_empty() {
             return;
         }
         if self.config.role == Role::Relay {
@@ -1644,6 +1654,10 @@ impl SyncEngine {
             return;
         };
         let connections: Vec<ConnectionId> = hot.sessions.keys().copied().collect();
+        // A session generates its messages from the document's content.
+        if !connections.is_empty() && !self.loaded(document) {
+            return;
+        }
         for connection in connections {
             // The one place access is decided for outgoing messages: a revoked peer stops
             // hearing about the document at once.
@@ -1721,8 +1735,8 @@ impl SyncEngine {
         let ticket = PersistTicket(self.next_ticket);
         if let Some(hot) = self.documents.get_mut(&document) {
             hot.pending.insert(ticket, paths);
-            if let Some(doc) = hot.doc.as_ref() {
-                self.ticket_heads.insert(ticket, doc.get_heads());
+            if let Some(heads) = hot.heads() {
+                self.ticket_heads.insert(ticket, heads);
             }
         }
         self.tickets.insert(ticket, document);
@@ -1732,6 +1746,38 @@ impl SyncEngine {
             changes,
         });
         ticket
+    }
+
+    /// Makes sure a hot document's content is in memory: a fetched snapshot stored without
+    /// loading is loaded now. False if the document is not hot, still loading, or its snapshot
+    /// does not load (then it is dropped and loaded again from storage, whose refusal reaches
+    /// the driver as [`Error::Corrupt`] from [`SyncEngine::document_loaded`]).
+    pub(super) fn loaded(&mut self, document: DocumentId) -> bool {
+        let Some(hot) = self.documents.get_mut(&document) else {
+            return false;
+        };
+        if hot.doc.is_some() {
+            return true;
+        }
+        let Some(snapshot) = hot.snapshot.take() else {
+            return false;
+        };
+        match catch_unwind(|| Automerge::load(&snapshot.bytes)) {
+            Ok(Ok(doc)) if doc.get_heads() == snapshot.heads => {
+                hot.doc = Some(doc);
+                true
+            }
+            failure => {
+                let reason = match failure {
+                    Ok(Ok(_)) => "its heads are not the ones its header names".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "automerge panicked".to_owned(),
+                };
+                tracing::error!(%document, "a stored snapshot does not load: {reason}");
+                self.reload_document(document);
+                false
+            }
+        }
     }
 
     /// Throws the in-memory document away and loads it again from storage, keeping the peers
@@ -1956,5 +2002,6 @@ fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash]) -
         heads: after.to_vec(),
         top_level_keys,
         paths,
+        whole_document: false,
     }
 }

@@ -17,10 +17,22 @@
 //!    the device as holding H, exactly as after a digest match: the connection is subscribed to
 //!    the document (a session opens as soon as it moves) and the sync state saved for the
 //!    device's storage id says H is shared, so the next reconnect's digest covers it;
-//! 3. the device loads each snapshot and persists it (its durability rule is the engine's: a
-//!    document's messages wait for its commit), counts the relay as holding the snapshot's
-//!    heads, and counts progress (documents and bytes done of the manifests' totals) once the
-//!    persist commits. Anything the answer does not cover falls back to the plain protocol.
+//! 3. the device persists each snapshot (its durability rule is the engine's: a document's
+//!    messages wait for its commit), counts the relay as holding the snapshot's heads, and
+//!    counts progress (documents and bytes done of the manifests' totals) once the persist
+//!    commits. Anything the answer does not cover falls back to the plain protocol.
+//!
+//! A snapshot for a document that holds nothing and that no session reads is not loaded by
+//! the engine: it reads the heads from the document chunk's header ([`snapshot_heads`], which
+//! checks the chunk's checksum), hands the bytes to storage as they came, and keeps them with
+//! their heads until something needs the content (a peer's message, a local edit, a session);
+//! then it loads them (`SyncEngine::loaded`). `Automerge::load` was most of what a fetched
+//! document cost the device. Its change notification says the whole document changed
+//! (`ChangedPaths::whole_document`). The device's store verifies each document as it stores it
+//! (it loads it to read its query projection, in the same transaction), so a snapshot whose
+//! content does not load is refused there with nothing stored; a driver whose storage keeps
+//! bytes unread finds out when the engine first loads them, and the document is then reloaded
+//! from storage, whose load fails with `Error::Corrupt`.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -121,6 +133,78 @@ pub(crate) fn push_snapshot(batch: &mut Vec<u8>, document: &DocumentId, snapshot
     batch.extend_from_slice(snapshot);
 }
 
+/// The first bytes of every automerge chunk.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// The chunk type of a whole document (`save()`).
+const DOCUMENT_CHUNK: u8 = 0;
+/// More heads than this in a snapshot of a small document is no snapshot we store unloaded.
+const MAX_SNAPSHOT_HEADS: u64 = 1024;
+
+/// The heads a snapshot's header names, sorted, if the snapshot is exactly one automerge
+/// document chunk (what `save()` makes) whose checksum matches its bytes; `None` for anything
+/// else (change chunks, several chunks, a bad checksum, a cut header), which the caller then
+/// loads the ordinary way.
+///
+/// This reads the chunk header and the document's actor and head lists, not its changes: the
+/// content is verified when the document is loaded (by the device's store before it commits,
+/// and by the engine when something first reads it).
+pub(crate) fn snapshot_heads(snapshot: &[u8]) -> Option<Vec<ChangeHash>> {
+    use sha2::{Digest, Sha256};
+
+    let rest = snapshot.strip_prefix(&CHUNK_MAGIC)?;
+    let (checksum, rest) = rest.split_first_chunk::<4>()?;
+    let (&chunk_type, after_type) = rest.split_first()?;
+    if chunk_type != DOCUMENT_CHUNK {
+        return None;
+    }
+    let (length, data) = read_uleb(after_type)?;
+    // Exactly one chunk: nothing may follow it.
+    if u64::try_from(data.len()).ok()? != length {
+        return None;
+    }
+    // automerge's checksum: the first 4 bytes of SHA-256 over the type, length and data.
+    let hash = Sha256::digest(rest);
+    if hash[..4] != checksum[..] {
+        return None;
+    }
+    let (actors, mut rest) = read_uleb(data)?;
+    for _ in 0..actors {
+        let (len, tail) = read_uleb(rest)?;
+        rest = tail.get(usize::try_from(len).ok()?..)?;
+    }
+    let (count, mut rest) = read_uleb(rest)?;
+    if count == 0 || count > MAX_SNAPSHOT_HEADS {
+        return None;
+    }
+    let mut heads = Vec::with_capacity(usize::try_from(count).ok()?);
+    for _ in 0..count {
+        let (hash, tail) = rest.split_first_chunk::<32>()?;
+        heads.push(ChangeHash(*hash));
+        rest = tail;
+    }
+    heads.sort();
+    Some(heads)
+}
+
+/// An unsigned LEB128 number and the bytes after it; `None` if cut short or over 64 bits.
+fn read_uleb(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value: u64 = 0;
+    let mut shift = 0;
+    let mut rest = bytes;
+    loop {
+        let (&byte, tail) = rest.split_first()?;
+        rest = tail;
+        if shift > 63 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            return Some((value, rest));
+        }
+    }
+}
+
 /// The entries of a `snapshots` batch, or `None` if it is malformed.
 pub(crate) fn decode_snapshots(mut bytes: &[u8]) -> Option<Vec<(DocumentId, &[u8])>> {
     let mut entries = Vec::new();
@@ -183,5 +267,45 @@ mod tests {
         let mut endless = a.as_bytes().to_vec();
         endless.extend([0xff; 12]);
         assert!(decode_snapshots(&endless).is_none(), "length never ends");
+    }
+
+    #[test]
+    fn a_snapshot_header_names_its_heads_and_anything_else_is_refused() {
+        use automerge::transaction::Transactable;
+        use automerge::{Automerge, AutomergeError, ROOT};
+
+        let mut doc = Automerge::new();
+        for value in ["one", "two"] {
+            doc.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, "k", value).map(|_| ()))
+                .unwrap();
+        }
+        let mut other = doc.fork();
+        other
+            .transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, "k", "three").map(|_| ()))
+            .unwrap();
+        doc.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, "k", "four").map(|_| ()))
+            .unwrap();
+        doc.merge(&mut other).unwrap();
+        let saved = doc.save();
+        let heads = snapshot_heads(&saved).unwrap();
+        assert_eq!(heads.len(), 2, "two concurrent heads");
+        assert_eq!(heads, doc.get_heads());
+
+        // Change chunks, two chunks, one flipped byte, a cut one: not read as a snapshot.
+        assert!(
+            snapshot_heads(&doc.save_after(&[])).is_none(),
+            "change chunks"
+        );
+        let mut twice = saved.clone();
+        twice.extend_from_slice(&saved);
+        assert!(snapshot_heads(&twice).is_none(), "two chunks");
+        let mut flipped = saved.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(snapshot_heads(&flipped).is_none(), "checksum");
+        assert!(snapshot_heads(&saved[..saved.len() - 1]).is_none(), "cut");
+        assert!(snapshot_heads(&saved[..20]).is_none(), "cut in the header");
+        assert!(snapshot_heads(&Automerge::new().save()).is_none(), "empty");
+        assert!(snapshot_heads(&[]).is_none());
     }
 }

@@ -28,8 +28,11 @@ fn put(doc: &mut Automerge, key: &str, value: &str) {
     .unwrap();
 }
 
+/// A root key's string value in the engine's document, as its saved form reads (a fetched
+/// snapshot the engine has not loaded included).
 fn get(h: &mut Harness, node: usize, doc: DocumentId, key: &str) -> Option<String> {
-    let d = h.engine(node).document(&doc)?;
+    let saved = h.engine(node).save_document(&doc)?;
+    let d = Automerge::load(&saved).unwrap();
     let (value, _) = d.get(ROOT, key).unwrap()?;
     value.as_str().map(str::to_owned)
 }

@@ -11,7 +11,7 @@ use automerge::{Automerge, ChangeHash, Prop, ReadDoc};
 use super::{SyncEngine, changed_paths};
 use crate::ids::DocumentId;
 use crate::sync::digest;
-use crate::sync::document::{HotDocument, PeerStatus};
+use crate::sync::document::{HotDocument, PeerStatus, UnloadedSnapshot};
 use crate::sync::fetch::{
     self, BATCH_BYTES, FetchProgress, MAX_SNAPSHOT_BYTES, MAX_WANT_IDS, Serving, SnapshotPersist,
 };
@@ -57,7 +57,7 @@ impl SyncEngine {
             return false;
         };
         // A session already running (a reload resuming it) stays on the plain protocol.
-        if hot.doc.is_none()
+        if hot.is_loading()
             || !hot.is_empty()
             || !hot.pending.is_empty()
             || hot.sessions.contains_key(&connection)
@@ -144,10 +144,15 @@ impl SyncEngine {
         }
     }
 
-    /// Device: loads one snapshot into the (hot) document and persists it. Progress counts it
-    /// once the persist commits.
+    /// Device: stores one snapshot into the (hot) document: a document that holds nothing and
+    /// that no session reads gets it whole without loading it (see [`Self::store_unloaded`]);
+    /// otherwise it is loaded or merged and the new changes persisted. Progress counts it once
+    /// the persist commits.
     fn load_snapshot(&mut self, connection: ConnectionId, document: DocumentId, snapshot: &[u8]) {
         let size = snapshot.len() as u64;
+        if self.store_unloaded(connection, document, snapshot) {
+            return;
+        }
         let Some(doc) = self
             .documents
             .get_mut(&document)
@@ -216,6 +221,57 @@ impl SyncEngine {
             // The document held local changes: what the peer holds is settled the plain way.
             self.offer(document, connection);
         }
+    }
+
+    /// Device: hands a snapshot to storage as it came and keeps it unloaded, if the document
+    /// holds nothing, no session is running for it and the snapshot is one document chunk whose
+    /// header names its heads (`fetch::snapshot_heads`). Loading it would be most of the cost
+    /// of a fetched document, and nothing may ever read it in this run: its heads alone answer
+    /// the sync state, the digest, progress and the change notification. It is loaded when
+    /// something needs its content (`SyncEngine::loaded`). The driver verifies it as it stores
+    /// it: the device's store loads every document it creates (its query projection is read
+    /// from it) and refuses one that does not load, so nothing unverified is committed.
+    fn store_unloaded(
+        &mut self,
+        connection: ConnectionId,
+        document: DocumentId,
+        snapshot: &[u8],
+    ) -> bool {
+        let Some(hot) = self.documents.get_mut(&document) else {
+            return false;
+        };
+        if hot.doc.is_none()
+            || !hot.is_empty()
+            || !hot.sessions.is_empty()
+            || !hot.pending.is_empty()
+            || !hot.queued.is_empty()
+        {
+            return false;
+        }
+        let Some(heads) = fetch::snapshot_heads(snapshot) else {
+            return false;
+        };
+        hot.doc = None;
+        hot.snapshot = Some(UnloadedSnapshot {
+            bytes: snapshot.to_vec(),
+            heads: heads.clone(),
+        });
+        let paths = ChangedPaths {
+            heads: heads.clone(),
+            whole_document: true,
+            ..ChangedPaths::default()
+        };
+        let ticket = self.persist(document, snapshot.to_vec(), Some(paths));
+        self.snapshot_persists.insert(
+            ticket,
+            SnapshotPersist {
+                connection,
+                document,
+                heads: Some(heads),
+                bytes: snapshot.len() as u64,
+            },
+        );
+        true
     }
 
     fn count_fetched(&mut self, connection: ConnectionId, bytes: u64) {
@@ -366,12 +422,9 @@ impl SyncEngine {
         }
         // (heads, snapshot) of a committed document holding something; `None` if absent.
         let snapshot = match self.documents.get(&document) {
-            Some(hot) => match hot.doc.as_ref() {
-                None => return,
-                Some(_) if !hot.pending.is_empty() => return,
-                Some(doc) if doc.get_heads().is_empty() => None,
-                Some(doc) => Some((doc.get_heads(), doc.save())),
-            },
+            Some(hot) if hot.is_loading() || !hot.pending.is_empty() => return,
+            Some(hot) if hot.is_empty() => None,
+            Some(_) => self.heads(&document).zip(self.save_document(&document)),
             None => None,
         };
         let waiters = self.fetch_waiters.remove(&document).unwrap_or_default();
@@ -404,7 +457,7 @@ impl SyncEngine {
                 && self
                     .documents
                     .get(&document)
-                    .is_some_and(|h| h.doc.is_some())
+                    .is_some_and(|h| !h.is_loading())
             {
                 // As after a `request` we had to answer with `doc-unavailable`: the peer hears
                 // from us once the document holds something.
@@ -542,6 +595,7 @@ fn whole_document_paths(doc: &Automerge, heads: &[ChangeHash]) -> ChangedPaths {
         heads: heads.to_vec(),
         top_level_keys,
         paths,
+        whole_document: false,
     }
 }
 

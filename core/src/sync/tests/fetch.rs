@@ -398,3 +398,112 @@ fn a_reconnect_after_a_fetch_is_one_digest_match() {
         assert!(h.engine(d).in_sync_with(doc, on_d));
     }
 }
+
+#[test]
+fn a_fetched_snapshot_is_stored_unloaded_until_something_reads_it() {
+    let mut h = Harness::default();
+    let r = h.add(fetch_relay());
+    let (docs, _) = seed_relay(&mut h, r, 3);
+    let d = h.add(device("fresh"));
+    for doc in &docs {
+        h.engine(d).open_document(*doc);
+    }
+    let (on_d, _) = h.connect(d, r);
+    h.run_until_quiet();
+    for doc in &docs {
+        // Stored as it came, not loaded: the heads come from its header.
+        assert!(h.engine(d).document(doc).is_none());
+        let stored = h.nodes[d].storage.documents[doc].clone();
+        assert_eq!(stored, h.nodes[r].storage.documents[doc]);
+        let relay_heads = h.engine(r).heads(doc).unwrap();
+        assert_eq!(h.engine(d).heads(doc).unwrap(), relay_heads);
+        assert!(h.engine(d).in_sync_with(doc, on_d));
+        // The change notification says the whole document arrived, at those heads.
+        let changed = h.nodes[d].events.iter().find_map(|e| match e {
+            Effect::DocumentChanged { document, changes } if document == doc => Some(changes),
+            _ => None,
+        });
+        let changed = changed.unwrap();
+        assert!(changed.whole_document);
+        assert_eq!(changed.heads, relay_heads);
+    }
+    // A change from the relay's side loads it and applies.
+    let a = h.add(device("a"));
+    h.engine(a).open_document(docs[0]);
+    let _ = h.connect(a, r);
+    h.run_until_quiet();
+    h.engine(a)
+        .local_change(docs[0], |doc| put(doc, "title", "renamed"))
+        .unwrap();
+    h.run_until_quiet();
+    assert!(
+        h.engine(d).document(&docs[0]).is_some(),
+        "loaded to apply the change"
+    );
+    assert_eq!(get(&mut h, d, docs[0], "title").as_deref(), Some("renamed"));
+    assert!(h.engine(d).in_sync_with(&docs[0], on_d));
+    // A local edit loads another.
+    h.engine(d)
+        .local_change(docs[1], |doc| put(doc, "title", "mine"))
+        .unwrap();
+    h.run_until_quiet();
+    assert_eq!(get(&mut h, r, docs[1], "title").as_deref(), Some("mine"));
+    assert!(
+        h.engine(d).document(&docs[2]).is_none(),
+        "the third is still unread"
+    );
+}
+
+#[test]
+fn a_stored_snapshot_that_does_not_load_is_reloaded_from_storage_and_reported() {
+    use sha2::{Digest, Sha256};
+
+    let mut h = Harness::default();
+    let r = h.add(fetch_relay());
+    let (docs, _) = seed_relay(&mut h, r, 1);
+    let doc = docs[0];
+    let d = h.add(device("fresh"));
+    h.engine(d).open_document(doc);
+    let (on_d, _) = h.connect(d, r);
+    // Only the handshake and the want: the answer is made here.
+    h.deliver_round();
+    h.deliver_round();
+    let mut bad = h.nodes[r].storage.documents[&doc].clone();
+    let at = bad.windows(4).position(|w| w == b"plan").unwrap();
+    bad[at] = b'P';
+    let checksum = Sha256::digest(&bad[8..]);
+    bad[4..8].copy_from_slice(&checksum[..4]);
+    let mut batch = Vec::new();
+    crate::sync::fetch::push_snapshot(&mut batch, &doc, &bad);
+    let frame = |step| {
+        Message::Fetch {
+            sender_id: "relay".into(),
+            target_id: "fresh".into(),
+            step,
+        }
+        .encode()
+    };
+    h.inject(d, on_d, &frame(FetchStep::Snapshots(batch)));
+    // This storage keeps whatever it is given (the device's store would refuse it): the
+    // engine finds out when something reads the document.
+    assert!(h.engine(d).document(&doc).is_none());
+    assert!(h.engine(d).local_change(doc, |d| put(d, "x", "y")).is_err());
+    let events = h.engine(d).take_effects();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Effect::LoadDocument { document } if *document == doc)),
+        "reloaded from storage: {events:?}"
+    );
+    let refused = h.engine(d).document_loaded(
+        doc,
+        crate::sync::StoredDocument {
+            bytes: Some(bad),
+            sync_states: Vec::new(),
+        },
+    );
+    assert!(
+        matches!(refused, Err(crate::Error::Corrupt { .. })),
+        "{refused:?}"
+    );
+}
