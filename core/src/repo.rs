@@ -507,7 +507,7 @@ impl Repo {
         if let Err(e) = self.store.commit() {
             // The cache holds what the lost transaction wrote: read it from the store again.
             for (id, _) in changes {
-                self.cache.remove(id);
+                self.cache.take(id);
             }
             return Err(e);
         }
