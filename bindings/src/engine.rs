@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use automerge::ChangeHash;
 use tandem_core::client::ClientConfig;
-use tandem_core::device::Device;
+use tandem_core::device::{Device, RemoteChange};
 use tandem_core::repo::{Repo, RepoConfig};
 use tandem_core::store::EncryptionKey;
 use tandem_core::{ActionItemId, DocumentId, GoalId, MilestoneId, UserId};
@@ -85,12 +85,20 @@ impl Engine {
     pub fn open(path: String, config: EngineConfig) -> ApiResult<Arc<Self>> {
         let relay = (config.relay_url.clone(), config.token.clone());
         let device = guard(|| Device::new(Repo::open(&path, config.try_into()?)?))?;
-        Ok(Arc::new(Self {
+        let engine = Arc::new(Self {
             inner: Mutex::new(Core::new(device)),
             notifier: Notifier::start()?,
             relay,
             runtime: OnceLock::new(),
-        }))
+        });
+        // Weak: the delivery thread must not keep the engine alive.
+        let weak = Arc::downgrade(&engine);
+        engine
+            .notifier
+            .describe_remote_with(Box::new(move |change| {
+                weak.upgrade()?.describe_remote(change)
+            }));
+        Ok(engine)
     }
 
     pub fn user_id(&self) -> ApiResult<String> {
@@ -622,6 +630,25 @@ impl Engine {
         })?;
         self.notifier.notify(change);
         Ok(output)
+    }
+}
+
+impl Engine {
+    /// What the document observer is told of another device's changes that sync stored: the
+    /// history entries between the heads before and after them.
+    fn describe_remote(&self, change: &RemoteChange) -> Option<DocumentChange> {
+        let kind = change.kind?;
+        // A document that cannot be read now (damaged) has no history to tell; the sync
+        // observer's `remote_change` still names it.
+        let entries = self
+            .read(|repo| repo.history_between(change.document, &change.before, &change.heads))
+            .ok()?;
+        Some(DocumentChange {
+            document: change.document.to_string(),
+            kind: kind.into(),
+            origin: ChangeOrigin::Remote,
+            changes: entries.into_iter().map(HistoryEntry::from).collect(),
+        })
     }
 }
 

@@ -8,15 +8,17 @@
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use tandem_core::device::SyncEvent;
+use tandem_core::device::{self, SyncEvent};
 
 use crate::error::{ApiError, ApiResult};
 use crate::records::{DocKind, HistoryEntry};
 use crate::sync::{RemoteChange, SyncStatus};
 
-/// Told when a document changes. Called on a background thread, in the order of the changes.
+/// Told when a document changes: through this engine (`Local`), or by another device's changes
+/// arriving through sync or `apply_changes` (`Remote`). Called on a background thread, in the
+/// order of the changes.
 #[uniffi::export(with_foreign)]
 pub trait DocumentObserver: Send + Sync {
     fn document_changed(&self, change: DocumentChange);
@@ -55,6 +57,12 @@ pub trait SyncObserver: Send + Sync {
 
 type Slot<T> = Arc<Mutex<Option<Arc<T>>>>;
 
+/// Lists what a change that arrived through sync brought, as the [`DocumentObserver`] is told it
+/// (`None` when it cannot: the engine is gone, or the document is not a Tandem document). Runs on
+/// the delivery thread, only while a document observer is set.
+pub(crate) type DescribeRemote =
+    Box<dyn Fn(&device::RemoteChange) -> Option<DocumentChange> + Send + Sync>;
+
 /// What the delivery thread hands to the app's observers.
 enum Event {
     Document(DocumentChange),
@@ -65,6 +73,7 @@ enum Event {
 pub(crate) struct Notifier {
     documents: Slot<dyn DocumentObserver>,
     sync: Slot<dyn SyncObserver>,
+    describe: Arc<OnceLock<DescribeRemote>>,
     events: Sender<Event>,
 }
 
@@ -72,19 +81,30 @@ impl Notifier {
     /// Starts the delivery thread. It ends when the notifier (the engine) is dropped.
     pub(crate) fn start() -> ApiResult<Self> {
         let (documents, sync): (Slot<_>, Slot<_>) = (Arc::default(), Arc::default());
+        let describe: Arc<OnceLock<DescribeRemote>> = Arc::default();
         let (events, queue) = channel();
-        let slots = (Arc::clone(&documents), Arc::clone(&sync));
+        let observers = Observers {
+            documents: Arc::clone(&documents),
+            sync: Arc::clone(&sync),
+            describe: Arc::clone(&describe),
+        };
         std::thread::Builder::new()
             .name("tandem-observers".into())
-            .spawn(move || deliver(&slots.0, &slots.1, &queue))
+            .spawn(move || observers.deliver(&queue))
             .map_err(|e| ApiError::Other {
                 reason: format!("could not start the observer thread: {e}"),
             })?;
         Ok(Self {
             documents,
             sync,
+            describe,
             events,
         })
+    }
+
+    /// How remote changes are described for the document observer; set once, by the engine.
+    pub(crate) fn describe_remote_with(&self, describe: DescribeRemote) {
+        let _ = self.describe.set(describe);
     }
 
     pub(crate) fn set(&self, observer: Option<Arc<dyn DocumentObserver>>) {
@@ -114,26 +134,44 @@ fn lock<T: ?Sized>(slot: &Slot<T>) -> std::sync::MutexGuard<'_, Option<Arc<T>>> 
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn deliver(
-    documents: &Slot<dyn DocumentObserver>,
-    sync: &Slot<dyn SyncObserver>,
-    queue: &Receiver<Event>,
-) {
-    for event in queue {
-        // Clone the observer out and let go of the lock before foreign code runs. An observer
-        // that throws must not stop the deliveries that follow.
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| match event {
-            Event::Document(change) => {
-                if let Some(observer) = lock(documents).clone() {
-                    observer.document_changed(change);
+/// What the delivery thread calls.
+struct Observers {
+    documents: Slot<dyn DocumentObserver>,
+    sync: Slot<dyn SyncObserver>,
+    describe: Arc<OnceLock<DescribeRemote>>,
+}
+
+impl Observers {
+    fn deliver(&self, queue: &Receiver<Event>) {
+        for event in queue {
+            // Clone the observer out and let go of the lock before foreign code runs. An observer
+            // that throws must not stop the deliveries that follow.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| match event {
+                Event::Document(change) => self.document_changed(change),
+                Event::Sync(event) => {
+                    let remote = match &event {
+                        SyncEvent::RemoteChange(change) => Some(change.clone()),
+                        _ => None,
+                    };
+                    if let Some(observer) = lock(&self.sync).clone() {
+                        tell(observer.as_ref(), event);
+                    }
+                    if let Some(change) = remote
+                        && lock(&self.documents).is_some()
+                        && let Some(describe) = self.describe.get()
+                        && let Some(change) = describe(&change)
+                    {
+                        self.document_changed(change);
+                    }
                 }
-            }
-            Event::Sync(event) => {
-                if let Some(observer) = lock(sync).clone() {
-                    tell(observer.as_ref(), event);
-                }
-            }
-        }));
+            }));
+        }
+    }
+
+    fn document_changed(&self, change: DocumentChange) {
+        if let Some(observer) = lock(&self.documents).clone() {
+            observer.document_changed(change);
+        }
     }
 }
 

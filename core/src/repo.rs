@@ -446,6 +446,18 @@ impl Repo {
         Ok(self.document(id)?.history())
     }
 
+    /// The history entries of the changes that took the document from `before` to `after`
+    /// (see [`Document::history_between`]): what a
+    /// [`RemoteChange`](crate::device::RemoteChange) brought.
+    pub fn history_between(
+        &mut self,
+        id: DocumentId,
+        before: &[ChangeHash],
+        after: &[ChangeHash],
+    ) -> Result<Vec<HistoryEntry>> {
+        Ok(self.document(id)?.history_between(before, after))
+    }
+
     /// The document in the plain Automerge format, which other Automerge programs read.
     pub fn export(&mut self, id: DocumentId) -> Result<Vec<u8>> {
         Ok(doc::export(self.document(id)?))

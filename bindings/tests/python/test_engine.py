@@ -319,6 +319,8 @@ def test_two_devices_sync_through_a_real_relay_and_read_the_conflict(tmp_path, r
     mentee_edit = mentee.history(plan)[-1].hash
     assert mentee.is_saved_to_server(mentee_edit) is False
 
+    coach_documents = Recorder()
+    coach.set_document_observer(coach_documents)
     coach.start_sync()
     mentee.start_sync()
     for engine in (coach, mentee, coach, mentee):
@@ -326,6 +328,13 @@ def test_two_devices_sync_through_a_real_relay_and_read_the_conflict(tmp_path, r
     # Each hears of the other's edit (sync_now may finish before the relay forwards it).
     coach_sync.remote_change_to(plan, "targetDate")
     mentee_sync.remote_change_to(plan, "targetDate")
+    # The coach's document observer is told too, with the mentee's change as history lists it.
+    while True:
+        change, _ = coach_documents.next()
+        if change.origin == tandem.ChangeOrigin.REMOTE and change.document == plan:
+            break
+    assert change.kind == tandem.DocKind.PLAN
+    assert [(entry.hash, entry.author) for entry in change.changes] == [(mentee_edit, "ana")]
 
     assert mentee.is_saved_to_server(mentee_edit) is True
     for engine in (coach, mentee):

@@ -53,6 +53,10 @@ pub struct RemoteChange {
     pub kind: Option<DocKind>,
     /// The document's heads after the change.
     pub heads: Vec<ChangeHash>,
+    /// Its heads before (empty: the document is new here). With `heads`,
+    /// [`Repo::history_between`](crate::repo::Repo::history_between) lists the changes that
+    /// arrived.
+    pub before: Vec<ChangeHash>,
     /// The keys of the document's root under which anything changed (`"goals"`, `"notes"`, ...).
     pub top_level_keys: Vec<String>,
     /// Each changed location as a `/`-separated path from the root, list positions as numbers:
@@ -66,6 +70,7 @@ impl RemoteChange {
             document,
             kind,
             heads: changes.heads,
+            before: changes.before,
             top_level_keys: changes.top_level_keys.into_iter().collect(),
             paths: changes
                 .paths

@@ -14,7 +14,9 @@
 //! spaces. Changes written by other clients (a JS app, automerge-repo) have no trailers: their
 //! author is unknown and their time is the change's own timestamp.
 
-use automerge::ChangeMetadata;
+use std::collections::HashSet;
+
+use automerge::{ChangeHash, ChangeMetadata};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{Document, EditContext, codec};
@@ -124,9 +126,27 @@ impl Document {
     /// Every change in the document, causes before effects (Automerge's topological order).
     /// A change without a time says the Unix epoch.
     pub fn history(&self) -> Vec<HistoryEntry> {
-        self.doc
-            .get_changes_meta(&[])
+        self.history_between(&[], &self.doc.get_heads())
+    }
+
+    /// The changes that took the document from `before` to `after` (both sets of heads it has
+    /// been at), in the order of [`history`](Self::history): all of them for an empty `before`.
+    pub fn history_between(
+        &self,
+        before: &[ChangeHash],
+        after: &[ChangeHash],
+    ) -> Vec<HistoryEntry> {
+        // Changes made since `after` are not part of it; usually there are none.
+        let later: HashSet<ChangeHash> = self
+            .doc
+            .get_changes_meta(after)
             .iter()
+            .map(|change| change.hash)
+            .collect();
+        self.doc
+            .get_changes_meta(before)
+            .iter()
+            .filter(|change| !later.contains(&change.hash))
             .map(|change| {
                 let info = change_info(change);
                 HistoryEntry {
@@ -141,7 +161,7 @@ impl Document {
     }
 
     /// The commit information of the change with `hash`, if the document has it.
-    pub fn change_info(&self, hash: &automerge::ChangeHash) -> Option<CommitInfo> {
+    pub fn change_info(&self, hash: &ChangeHash) -> Option<CommitInfo> {
         self.doc
             .get_change_meta_by_hash(hash)
             .map(|change| change_info(&change))
@@ -190,6 +210,28 @@ mod tests {
 mod document_tests {
     use crate::doc::testing::{ctx, plan_doc};
     use crate::ids::{DeviceId, UserId};
+
+    #[test]
+    fn history_between_two_heads_lists_only_the_changes_between_them() {
+        let mut doc = plan_doc();
+        let created = doc.heads();
+        doc.set_term(&ctx("carl", 2, 5), "Fall 2025").unwrap();
+        let termed = doc.heads();
+        doc.add_strength(&ctx("maya", 1, 9), "organised").unwrap();
+        let authors = |entries: Vec<crate::model::HistoryEntry>| -> Vec<String> {
+            entries
+                .into_iter()
+                .map(|entry| entry.author.unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(authors(doc.history_between(&created, &termed)), ["carl"]);
+        assert_eq!(
+            authors(doc.history_between(&created, &doc.heads())),
+            ["carl", "maya"]
+        );
+        assert_eq!(doc.history_between(&[], &doc.heads()).len(), 3);
+        assert!(doc.history_between(&termed, &termed).is_empty());
+    }
 
     #[test]
     fn history_lists_every_change_with_author_device_time_and_description() {

@@ -83,6 +83,9 @@ pub enum Effect {
 pub struct ChangedPaths {
     /// The document's heads after the change.
     pub heads: Vec<ChangeHash>,
+    /// Its heads before the change: empty if it held nothing. The changes since are what
+    /// arrived (a driver lists them for the app's history view).
+    pub before: Vec<ChangeHash>,
     /// The keys of the document's root map under which anything changed.
     pub top_level_keys: BTreeSet<String>,
     /// Each changed location, from the root to the changed property, without duplicates.

@@ -1494,6 +1494,7 @@ impl SyncEngine {
                 Role::Device => changed_paths(doc, &before, &after),
                 Role::Relay => ChangedPaths {
                     heads: after,
+                    before,
                     ..ChangedPaths::default()
                 },
             };
@@ -2000,6 +2001,7 @@ fn changed_paths(doc: &Automerge, before: &[ChangeHash], after: &[ChangeHash]) -
     }
     ChangedPaths {
         heads: after.to_vec(),
+        before: before.to_vec(),
         top_level_keys,
         paths,
         whole_document: false,

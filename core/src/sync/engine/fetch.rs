@@ -593,6 +593,7 @@ fn whole_document_paths(doc: &Automerge, heads: &[ChangeHash]) -> ChangedPaths {
         .collect();
     ChangedPaths {
         heads: heads.to_vec(),
+        before: Vec::new(),
         top_level_keys,
         paths,
         whole_document: false,
