@@ -1434,8 +1434,11 @@ async fn delivery_latency(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::
             Client::connect(Device::new(&format!("sub-{i}")), url, i, events_tx.clone()).await?;
         clients.push(client);
     }
+    // Every subscriber gets the document as the writer left it.
+    let mut waiting: HashSet<usize> = (1..=subscribers).collect();
     // A document opened during the handshake is reported unavailable at once (no peer yet), so
-    // each subscriber opens its document only after it joined.
+    // each subscriber opens its document only after it joined. The first subscribers may have
+    // their document before the last ones joined.
     let mut joined = 0;
     while joined < subscribers {
         match next_event(&mut events, deadline).await {
@@ -1446,13 +1449,21 @@ async fn delivery_latency(url: &str, sizes: &Sizes, rows: &mut Rows) -> anyhow::
                     .run(move |device, _| device.engine.open_document(document))
                     .await?;
             }
+            Ok((
+                i,
+                Event::Changed {
+                    document, heads: h, ..
+                },
+            )) => {
+                if heads.get(&document) == Some(&sorted(h)) {
+                    waiting.remove(&i);
+                }
+            }
             Ok((i, Event::Closed(reason))) => bail!("subscriber {i} closed: {reason}"),
             Ok(_) => {}
             Err(e) => bail!("{} subscribers never joined: {e}", subscribers - joined),
         }
     }
-    // Every subscriber has the document as the writer left it.
-    let mut waiting: HashSet<usize> = (1..=subscribers).collect();
     while !waiting.is_empty() {
         match next_event(&mut events, deadline).await {
             Ok((
