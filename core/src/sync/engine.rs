@@ -566,29 +566,11 @@ impl SyncEngine {
                 };
                 self.digest_outcomes.decoded += 1;
                 let ids: Vec<u8> = differing.iter().flat_map(|d| *d.as_bytes()).collect();
-                let mut agreed = HashMap::new();
-                let mut to_sync = Vec::new();
-                for (document, held) in held {
-                    if differing.contains(&document) {
-                        to_sync.push(document);
-                    } else {
-                        agreed.insert(document, held.heads);
-                    }
-                }
-                self.digests.insert(connection, DigestState::Agreed(agreed));
+                let to_sync = self.agree_except(connection, held, |d| differing.contains(d));
                 self.send_digest(connection, DigestStep::Decoded(ids));
                 // We know exactly what differs, so we offer it at once: the relay's answer
                 // carries the changes we lack, and our next message the ones it lacks.
-                for document in to_sync {
-                    if self
-                        .documents
-                        .get(&document)
-                        .is_some_and(|d| d.doc.is_some())
-                    {
-                        self.offer(document, connection);
-                        self.flush(document);
-                    }
-                }
+                self.offer_differing(connection, to_sync);
             }
             (Role::Device, DigestStep::Match) => {
                 let Some(DigestState::Offered(held)) = self.digests.remove(&connection) else {
@@ -619,29 +601,48 @@ impl SyncEngine {
                     return self.fail(connection, "malformed digest answer");
                 };
                 let differing: HashSet<DocumentId> = ids.into_iter().collect();
-                let mut agreed = HashMap::new();
-                let mut to_sync = Vec::new();
-                for (document, held) in held {
-                    if differing.contains(&document) {
-                        to_sync.push(document);
-                    } else {
-                        agreed.insert(document, held.heads);
-                    }
-                }
-                self.digests.insert(connection, DigestState::Agreed(agreed));
-                for document in to_sync {
-                    if self
-                        .documents
-                        .get(&document)
-                        .is_some_and(|d| !d.is_loading())
-                    {
-                        self.offer(document, connection);
-                        self.flush(document);
-                    }
-                }
+                let to_sync = self.agree_except(connection, held, |d| differing.contains(d));
+                self.offer_differing(connection, to_sync);
             }
             (role, step) => {
                 tracing::debug!(%connection, ?role, ?step, "ignoring an unexpected digest step");
+            }
+        }
+    }
+
+    /// Device: the digest exchange is over; every held document but the differing ones is
+    /// agreed at the heads it was offered at. Returns the differing ones.
+    fn agree_except(
+        &mut self,
+        connection: ConnectionId,
+        held: BTreeMap<DocumentId, Held>,
+        differs: impl Fn(&DocumentId) -> bool,
+    ) -> Vec<DocumentId> {
+        let mut agreed = HashMap::new();
+        let mut to_sync = Vec::new();
+        for (document, held) in held {
+            if differs(&document) {
+                to_sync.push(document);
+            } else {
+                agreed.insert(document, held.heads);
+            }
+        }
+        self.digests.insert(connection, DigestState::Agreed(agreed));
+        to_sync
+    }
+
+    /// Device: offers the documents the digest found differing that it holds (loaded, or a
+    /// fetched snapshot kept unloaded, which the offer loads). After a sketch the relay starts
+    /// none of them itself, so skipping an unloaded snapshot would leave it unsynced.
+    fn offer_differing(&mut self, connection: ConnectionId, documents: Vec<DocumentId>) {
+        for document in documents {
+            if self
+                .documents
+                .get(&document)
+                .is_some_and(|d| !d.is_loading())
+            {
+                self.offer(document, connection);
+                self.flush(document);
             }
         }
     }

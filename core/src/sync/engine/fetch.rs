@@ -287,10 +287,11 @@ impl SyncEngine {
             return;
         };
         self.count_fetched(stored.connection, stored.bytes);
-        if let (Some(fetching), Some(heads)) =
-            (self.fetching.get_mut(&stored.connection), stored.heads)
-        {
-            fetching.held_by_peer.insert(stored.document, heads);
+        if let Some(heads) = stored.heads {
+            self.save_shared_heads(stored.connection, stored.document, &heads);
+            if let Some(fetching) = self.fetching.get_mut(&stored.connection) {
+                fetching.held_by_peer.insert(stored.document, heads);
+            }
         }
     }
 
@@ -546,29 +547,44 @@ impl SyncEngine {
             .entry(connection)
             .or_default()
             .insert(document, digest::entry_hash(&document, &heads));
-        let storage_id = self
-            .connections
-            .get(&connection)
-            .and_then(Connection::peer)
-            .and_then(|peer| peer.durable_storage_id().cloned());
-        if let Some(storage_id) = storage_id {
-            let mut state = sync::State::new();
-            state.shared_heads = heads.clone();
-            let state = state.encode();
-            if let Some(hot) = self.documents.get_mut(&document) {
-                hot.saved_states.insert(storage_id.clone(), state.clone());
-            }
-            self.index_synced(document, &storage_id);
-            self.effects.push(Effect::SaveSyncState {
-                document,
-                storage_id,
-                state,
-            });
-        }
+        self.save_shared_heads(connection, document, &heads);
         // Moved since the snapshot was taken: its session starts now.
         if self.heads(&document).is_some_and(|now| now != heads) {
             self.flush(document);
         }
+    }
+
+    /// Both sides of a fetch: the peer on `connection` and we share the document at `heads`.
+    /// The sync state saved for the peer's storage id says so, as a completed sync would: the
+    /// relay's next session with the device starts from there, and the device counts the
+    /// document as unchanged since it last synced with that relay (the `changed` of its next
+    /// reconnect digest, which sizes the sketch).
+    fn save_shared_heads(
+        &mut self,
+        connection: ConnectionId,
+        document: DocumentId,
+        heads: &[ChangeHash],
+    ) {
+        let Some(storage_id) = self
+            .connections
+            .get(&connection)
+            .and_then(Connection::peer)
+            .and_then(|peer| peer.durable_storage_id().cloned())
+        else {
+            return;
+        };
+        let mut state = sync::State::new();
+        state.shared_heads = heads.to_vec();
+        let state = state.encode();
+        if let Some(hot) = self.documents.get_mut(&document) {
+            hot.saved_states.insert(storage_id.clone(), state.clone());
+        }
+        self.index_synced(document, &storage_id);
+        self.effects.push(Effect::SaveSyncState {
+            document,
+            storage_id,
+            state,
+        });
     }
 
     /// Forgets the fetch state of a closed connection.

@@ -498,3 +498,39 @@ fn bad_sketch_steps_close_the_connection() {
         h.run_until_quiet();
     }
 }
+
+/// A fetched snapshot the app never read stays unloaded on the device; when a later reconnect's
+/// sketch finds it differing, the device still offers it (the relay starts nothing after a
+/// sketch), and it converges.
+#[test]
+fn a_fetched_document_never_read_is_synced_when_a_sketch_finds_it_differing() {
+    let mut h = Harness::default();
+    let r = h.add(digest_relay().with_snapshot_fetch(true));
+    let docs: Vec<DocumentId> = (0..60).map(|_| DocumentId::random()).collect();
+    for (i, doc) in docs.iter().enumerate() {
+        let mut seed = automerge::Automerge::new();
+        put(&mut seed, "title", &format!("plan {i}"));
+        h.nodes[r].storage.documents.insert(*doc, seed.save());
+    }
+    let a = h.add(device("a"));
+    for doc in &docs {
+        h.engine(a).open_document(*doc);
+    }
+    let (on_a, _) = h.connect(a, r);
+    h.run_until_quiet();
+    h.drop_link(a, on_a);
+    h.run_until_quiet();
+    // A reconnect with nothing changed settles the relay's count of what moved since.
+    let idle = reconnect(&mut h, a, r, &docs);
+    h.drop_link(a, idle.on_a);
+    h.run_until_quiet();
+    assert!(
+        h.engine(a).document(&docs[7]).is_none(),
+        "fetched and never read: still unloaded"
+    );
+
+    remote_edits(&mut h, r, "b", &docs[7..8]);
+    let changed = reconnect(&mut h, a, r, &docs);
+    assert_eq!(decoded(&changed.device_steps), vec![docs[7]]);
+    assert_eq!(get(&mut h, a, docs[7], "remote").as_deref(), Some("b"));
+}
