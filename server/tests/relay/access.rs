@@ -543,6 +543,19 @@ fn changes_must_come_from_an_actor_bound_to_the_device_and_are_audited() {
     });
 }
 
+/// Sends `message` about `document` by `sync`; the relay's next sync message about it.
+async fn exchange(client: &mut RawClient, document: &str, message: sync::Message) -> sync::Message {
+    let frame = client.sync_message("sync", document, message.encode());
+    client.send(frame).await;
+    loop {
+        let reply = client.expect("sync").await;
+        if text_field(&reply, "documentId") == Some(document) {
+            let data = field(&reply, "data").and_then(Value::as_bytes).unwrap();
+            return sync::Message::decode(data).unwrap();
+        }
+    }
+}
+
 /// A change that arrives before the change it depends on (the device left that one out because
 /// the relay's bloom filter falsely claimed it) waits in the relay's queue: the relay asks for the
 /// missing change in `need` instead of refusing the message, stores both once the missing one
@@ -564,16 +577,7 @@ fn a_change_whose_dependency_is_missing_waits_for_it() {
         let mut state = sync::State::new();
         let mut message = carrying_last_change(&doc, &mut state);
         message.heads = doc.get_heads();
-        let frame = ana.sync_message("sync", &plan, message.encode());
-        ana.send(frame).await;
-        let reply = loop {
-            let reply = ana.expect("sync").await;
-            if text_field(&reply, "documentId") == Some(plan.as_str()) {
-                break reply;
-            }
-        };
-        let data = field(&reply, "data").and_then(Value::as_bytes).unwrap();
-        let asked = sync::Message::decode(data).unwrap();
+        let asked = exchange(&mut ana, &plan, message).await;
         assert_eq!(
             asked.need,
             vec![first.hash()],
@@ -631,16 +635,7 @@ fn waiting_changes_are_bounded() {
             .map(|change| change.raw_bytes().to_vec())
             .collect::<Vec<_>>()
             .into();
-        let frame = ana.sync_message("sync", &plan, message.encode());
-        ana.send(frame).await;
-        let reply = loop {
-            let reply = ana.expect("sync").await;
-            if text_field(&reply, "documentId") == Some(plan.as_str()) {
-                break reply;
-            }
-        };
-        let data = field(&reply, "data").and_then(Value::as_bytes).unwrap();
-        let answer = sync::Message::decode(data).unwrap();
+        let answer = exchange(&mut ana, &plan, message).await;
         assert!(answer.need.is_empty(), "nothing was queued: {answer:?}");
         assert_eq!(answer.heads, before, "nothing was applied");
         let mut check = connect(&relay, world.token("ana"), "ana-check").await;
