@@ -516,8 +516,20 @@ pub fn issue_token(
 ) -> Result<Issued> {
     let user = user(db, user_name)?;
     let now = now_millis();
-    let add_device = "INSERT INTO devices (device_id, user_id, name, bind_on_first_use, created_at)
-                      VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id";
+    let add_device = |db: &mut dyn Sql, device_id: &[u8; 16], bind_on_first_use: bool| {
+        db.query_one(
+            "INSERT INTO devices (device_id, user_id, name, bind_on_first_use, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            &[
+                Param::Bytes(device_id),
+                Param::Int(user.id),
+                Param::Text(device_name),
+                Param::Flag(bind_on_first_use),
+                Param::Int(now),
+            ],
+        )?
+        .int(0)
+    };
     let (device, device_id) = match device_id {
         Some(device_id) => {
             let existing = db.query_opt(
@@ -533,18 +545,7 @@ pub fn issue_token(
                     )));
                 }
                 None => {
-                    let id = db
-                        .query_one(
-                            add_device,
-                            &[
-                                Param::Bytes(&device_id),
-                                Param::Int(user.id),
-                                Param::Text(device_name),
-                                Param::Flag(false),
-                                Param::Int(now),
-                            ],
-                        )?
-                        .int(0)?;
+                    let id = add_device(db, &device_id, false)?;
                     insert(
                         db,
                         "INSERT INTO device_actors (actor, device, bound_at) VALUES (?1, ?2, ?3)
@@ -558,18 +559,7 @@ pub fn issue_token(
         }
         None => {
             let device_id: [u8; 16] = rand::random();
-            let id = db
-                .query_one(
-                    add_device,
-                    &[
-                        Param::Bytes(&device_id),
-                        Param::Int(user.id),
-                        Param::Text(device_name),
-                        Param::Flag(true),
-                        Param::Int(now),
-                    ],
-                )?
-                .int(0)?;
+            let id = add_device(db, &device_id, true)?;
             (id, device_id)
         }
     };
